@@ -1,0 +1,42 @@
+# Quick start: `make bench` and `make test` on a machine with Python and a C++ compiler.
+# Both install what is missing into the current Python (PYTHON=...), build the
+# extension in place (pip install -e, incremental with ninja) and run.
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip
+# The torch to install when none is importable; any torch >= 2.4 works.
+TORCH_SPEC ?= torch==2.13.0
+STAMP := .build-stamp
+SOURCES := $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh') setup.py pyproject.toml
+PYTEST_ARGS ?=
+
+.PHONY: deps build test bench bench-deps cuda-check clean
+
+deps:
+	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install "$(TORCH_SPEC)" || $(PIP) install "torch>=2.4"
+	@$(PYTHON) -c "import numpy, h5py, tqdm, pytest, hypothesis, ninja, wheel; import setuptools as s; assert int(s.__version__.split('.')[0]) >= 64" 2>/dev/null \
+		|| $(PIP) install numpy h5py tqdm pytest hypothesis ninja wheel "setuptools>=64"
+
+$(STAMP): $(SOURCES)
+	$(PIP) install --no-build-isolation --no-deps -e .
+	@touch $@
+
+build: deps
+	@ls meanspot_fused/_C*.so >/dev/null 2>&1 || rm -f $(STAMP)
+	@$(MAKE) --no-print-directory $(STAMP)
+
+test: build
+	$(PYTHON) -m pytest -q $(PYTEST_ARGS)
+
+bench-deps:
+	@$(PYTHON) -c "import onnx, onnxruntime, onnxscript" 2>/dev/null || $(PIP) install onnx onnxscript onnxruntime \
+		|| echo "note: ONNX Runtime could not be installed; the benchmark skips that peer"
+
+bench: build bench-deps
+	$(PYTHON) benchmarks/bench.py
+
+# Compile the CUDA kernels without a GPU (CI does this): see .ci/cuda_compile.sh.
+cuda-check:
+	bash .ci/cuda_compile.sh
+
+clean:
+	rm -rf build $(STAMP) meanspot_fused/_C*.so *.egg-info

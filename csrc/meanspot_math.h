@@ -1,0 +1,72 @@
+// Scalar math shared by the CPU and CUDA kernels of meanspot_fused.
+//
+// Everything here is the one definition of the network's elementwise numerics;
+// the CPU loops (csrc/cpu) and the CUDA kernels (csrc/cuda) both include it, so
+// the two devices cannot drift apart. Functions are templates on the
+// accumulation type `acc_t` (float for float/half/bfloat16, double for double).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#if defined(__CUDACC__) || defined(__HIPCC__)
+#define MSF_HOST_DEVICE __host__ __device__ __forceinline__
+#else
+#define MSF_HOST_DEVICE inline
+#endif
+
+namespace meanspot {
+
+// Accumulation type: float for float and the 16-bit types, double for double.
+template <typename scalar_t>
+struct AccType { using type = float; };
+template <>
+struct AccType<double> { using type = double; };
+template <typename scalar_t>
+using acc_t = typename AccType<scalar_t>::type;
+
+// Maximum that propagates NaN like torch.amax / max_pool2d: if either operand
+// is NaN the result is NaN. `|` rather than `||`: no short circuit, so the
+// compiler emits a compare-and-blend instead of an unpredictable branch, and
+// the same expression works on GCC vector types (T = Vec<float>::type).
+template <typename T>
+MSF_HOST_DEVICE T nan_max(T a, T b) {
+  return ((a > b) | (a != a)) ? a : b;
+}
+
+// ReLU that keeps NaN (torch.relu(nan) == nan): `x < 0 ? 0 : x`, not `x > 0 ? x : 0`.
+template <typename T>
+MSF_HOST_DEVICE T relu(T x) {
+  return x < T(0) ? T(0) : x;
+}
+
+MSF_HOST_DEVICE float sigmoid(float x) { return 1.0f / (1.0f + ::expf(-x)); }
+MSF_HOST_DEVICE double sigmoid(double x) { return 1.0 / (1.0 + ::exp(-x)); }
+
+// The MEAN branch epilogue: BatchNorm comes *after* the ReLU in MEAN, so it
+// cannot be folded into the conv; it is applied as a per-channel affine
+// `scale * relu(conv) + shift` with scale = gamma / sqrt(var + eps) and
+// shift = beta - mean * scale (folded once at fuse time, see fold_batchnorm).
+template <typename T>
+MSF_HOST_DEVICE T relu_affine(T conv, T scale, T shift) {
+  return relu(conv) * scale + shift;
+}
+
+// Inference BatchNorm as an affine map, Keras order: eps is added to the
+// variance before the square root. Used at pack time by the host code.
+template <typename T>
+MSF_HOST_DEVICE void fold_batchnorm(T gamma, T beta, T mean, T var, T eps, T* scale, T* shift) {
+  const T s = gamma / ::sqrt(var + eps);
+  *scale = s;
+  *shift = beta - mean * s;
+}
+
+// 'same' padding of a stride-1 convolution with an odd kernel: k / 2 each side.
+MSF_HOST_DEVICE int same_pad(int kernel) { return kernel / 2; }
+
+// Pixel index of a (C, H, W) plane stack.
+MSF_HOST_DEVICE int64_t chw_index(int64_t c, int64_t h, int64_t w, int64_t height, int64_t width) {
+  return (c * height + h) * width + w;
+}
+
+}  // namespace meanspot

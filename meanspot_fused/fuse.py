@@ -1,0 +1,176 @@
+"""``fuse(model)``: a drop-in module that runs a :class:`MeanSpot` through the fused ops.
+
+All parameter preparation happens once, here: BatchNorms are folded to
+per-channel scale/shift (Keras epsilon taken from the module), the Dense
+weights are permuted from Keras's (H, W, C) flatten order to the NCHW order the
+ops produce, and everything is stored as buffers so that ``.to(device)``,
+``.half()`` and ``state_dict`` work as on any module.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Tuple, Union
+
+import torch
+from torch import nn
+
+from .reference import BRANCH_NAMES, CBAM, MeanSpot, _Branch, _Head, check_inputs
+
+__all__ = ["fuse", "FusedMeanSpot", "fold_batchnorm"]
+
+_ops = torch.ops.meanspot_fused
+MODES = ("ops",)
+
+
+def fold_batchnorm(bn: nn.BatchNorm2d) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Inference BatchNorm as ``scale * x + shift``, computed in float64.
+
+    scale = gamma / sqrt(running_var + eps), shift = beta - running_mean * scale
+    (eps added before the square root, as Keras and PyTorch both do).
+    """
+    if bn.running_mean is None or bn.running_var is None:
+        raise ValueError("fuse: a BatchNorm without running statistics (track_running_stats=False) cannot be folded")
+    var = bn.running_var.detach().double()
+    mean = bn.running_mean.detach().double()
+    gamma = bn.weight.detach().double() if bn.weight is not None else torch.ones_like(var)
+    beta = bn.bias.detach().double() if bn.bias is not None else torch.zeros_like(var)
+    scale = gamma / torch.sqrt(var + bn.eps)
+    return scale, beta - mean * scale
+
+
+class _CbamParams(nn.Module):
+    """Buffers of one CBAM block in the layout of ``meanspot_fused::cbam``."""
+
+    def __init__(self, cbam: CBAM):
+        super().__init__()
+        self.register_buffer("mlp_w1", cbam.mlp1.weight.detach().clone())
+        self.register_buffer("mlp_b1", cbam.mlp1.bias.detach().clone())
+        self.register_buffer("mlp_w2", cbam.mlp2.weight.detach().clone())
+        self.register_buffer("mlp_b2", cbam.mlp2.bias.detach().clone())
+        self.register_buffer("spatial_weight", cbam.spatial.weight.detach().clone())
+        if cbam.spatial_bn is not None:
+            scale, shift = fold_batchnorm(cbam.spatial_bn)
+            self.spatial_scale, self.spatial_shift = float(scale[0]), float(shift[0])
+        else:
+            self.spatial_scale, self.spatial_shift = 1.0, 0.0
+
+    def forward(self, x: torch.Tensor, pool: int) -> torch.Tensor:
+        return _ops.cbam(x, self.mlp_w1, self.mlp_b1, self.mlp_w2, self.mlp_b2, self.spatial_weight,
+                         self.spatial_scale, self.spatial_shift, pool)
+
+
+class _FusedBranch(nn.Module):
+    def __init__(self, branch: _Branch, dtype: torch.dtype):
+        super().__init__()
+        scale, shift = fold_batchnorm(branch.bn)
+        self.register_buffer("weight", branch.conv.weight.detach().clone())
+        self.register_buffer("bias", branch.conv.bias.detach().clone())
+        self.register_buffer("scale", scale.to(dtype))
+        self.register_buffer("shift", shift.to(dtype))
+        self.pool = branch.pool.kernel_size
+        self.cbam = _CbamParams(branch.cbam) if branch.cbam is not None else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.cbam is None:
+            return _ops.conv_block(x, self.weight, self.bias, self.scale, self.shift, self.pool)
+        return self.cbam(_ops.conv_block(x, self.weight, self.bias, self.scale, self.shift, 1), self.pool)
+
+
+class _FusedHead(nn.Module):
+    def __init__(self, head: _Head):
+        super().__init__()
+        self.register_buffer("weight", head.conv.weight.detach().clone())
+        self.register_buffer("bias", head.conv.bias.detach().clone())
+        self.pool = head.pool.kernel_size
+        self.cbam = _CbamParams(head.cbam) if head.cbam is not None else None
+        # Keras flattens (H, W, C); the ops produce NCHW, so permute the Dense
+        # input dimension once: column c*HW + h*W + w <- column (h*W + w)*C + c.
+        dense = head.dense.weight.detach()
+        channels = head.conv.out_channels
+        side = int(round((dense.shape[1] // channels) ** 0.5))
+        self.register_buffer("dense_weight", dense.reshape(dense.shape[0], side, side, channels)
+                             .permute(0, 3, 1, 2).reshape(dense.shape[0], -1).clone())
+        self.register_buffer("dense_bias", head.dense.bias.detach().clone())
+        self.softmax = head.softmax
+
+    def forward(self, merged: torch.Tensor) -> torch.Tensor:
+        if self.cbam is None:
+            x = _ops.conv_block(merged, self.weight, self.bias, None, None, self.pool)
+        else:
+            x = self.cbam(_ops.conv_block(merged, self.weight, self.bias, None, None, 1), self.pool)
+        x = torch.addmm(self.dense_bias, x.flatten(1), self.dense_weight.t())
+        return torch.softmax(x, dim=1) if self.softmax else x
+
+
+class FusedMeanSpot(nn.Module):
+    """A :class:`MeanSpot` computed through the fused ops; build it with :func:`fuse`.
+
+    Same forward signature and outputs as the model it was made from. Inference
+    only: it has buffers, no parameters.
+    """
+
+    def __init__(self, model: MeanSpot, mode: str = "ops"):
+        super().__init__()
+        _check_fusable(model)
+        if mode not in MODES:
+            raise ValueError(f"fuse: mode must be one of {MODES}, got {mode!r}")
+        dtype = model.branches["u"].conv.weight.dtype
+        self.mode = mode
+        self.config = model.config()
+        self.head_names = model.head_names
+        self.branches = nn.ModuleDict({n: _FusedBranch(model.branches[n], dtype) for n in BRANCH_NAMES})
+        self.heads = nn.ModuleDict({n: _FusedHead(model.heads[n]) for n in model.head_names})
+
+    def _check_params(self, u: torch.Tensor) -> None:
+        ref = self.branches["u"].weight
+        if u.dtype != ref.dtype:
+            raise TypeError(f"u, v, os have dtype {u.dtype} but the fused model is {ref.dtype}; "
+                            f"convert the inputs or call .to({u.dtype}) on the model")
+        if u.device != ref.device:
+            raise ValueError(f"u, v, os are on {u.device} but the fused model is on {ref.device}; "
+                             f"move the inputs or call .to('{u.device}') on the model")
+
+    def forward(self, u: torch.Tensor, v: torch.Tensor, os: torch.Tensor
+                ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
+        check_inputs(u, v, os)
+        self._check_params(u)
+        merged = torch.cat([self.branches[name](x) for name, x in zip(BRANCH_NAMES, (u, v, os))], dim=1)
+        outs = tuple(self.heads[name](merged) for name in self.head_names)
+        return outs[0] if len(outs) == 1 else outs
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode!r}, config={self.config}"
+
+
+def _check_fusable(model) -> None:
+    if not isinstance(model, MeanSpot):
+        raise TypeError(f"fuse: model must be a meanspot_fused.MeanSpot, got {type(model).__name__}")
+    if model.training:
+        raise ValueError("fuse: model is in training mode; call model.eval() first "
+                         "(BatchNorm statistics and Dropout are only fixed in eval mode)")
+    problems: List[str] = []
+    for name in BRANCH_NAMES:
+        b = model.branches[name] if name in model.branches else None
+        if not isinstance(b, _Branch) or not isinstance(b.conv, nn.Conv2d) or not isinstance(b.bn, nn.BatchNorm2d) \
+                or not isinstance(b.pool, nn.MaxPool2d):
+            problems.append(f"branches.{name} is not a MeanSpot branch (conv, bn, pool)")
+    for name in model.head_names:
+        h = model.heads[name] if name in model.heads else None
+        if not isinstance(h, _Head) or not isinstance(h.conv, nn.Conv2d) or not isinstance(h.dense, nn.Linear):
+            problems.append(f"heads.{name} is not a MeanSpot head (conv, dense)")
+    if problems:
+        raise ValueError("fuse: unsupported model structure: " + "; ".join(problems))
+    dtypes = {p.dtype for p in model.parameters()}
+    devices = {p.device for p in model.parameters()}
+    if len(dtypes) != 1 or len(devices) != 1:
+        raise ValueError(f"fuse: all parameters must share one dtype and device, got {dtypes} on {devices}")
+
+
+def fuse(model: MeanSpot, mode: str = "ops") -> FusedMeanSpot:
+    """Return a module with ``model``'s forward signature and outputs, computed by the fused ops.
+
+    ``model`` must be an eval-mode :class:`MeanSpot` (any CBAM placement, any
+    heads, float32 or float64); it is not modified. The result follows later
+    ``.to(device/dtype)`` calls like any module.
+    """
+    with torch.no_grad():
+        return FusedMeanSpot(model, mode=mode).eval()

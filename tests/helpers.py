@@ -1,0 +1,80 @@
+"""Shared test helpers: random models and float64 reference versions of the ops."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+import meanspot_fused as mf
+
+HEAD_SETS = [("spot",), ("recog",), ("spot", "recog")]
+
+
+def randomize_batchnorm(model: torch.nn.Module, gen: torch.Generator) -> None:
+    """Random BN statistics and affine parameters, gamma of both signs."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            n = m.num_features
+            m.running_mean.copy_(torch.rand(n, generator=gen) * 2 - 1)
+            m.running_var.copy_(torch.rand(n, generator=gen) * 1.8 + 0.2)
+            m.weight.data.copy_(torch.rand(n, generator=gen) * 4 - 2)
+            m.bias.data.copy_(torch.rand(n, generator=gen) * 2 - 1)
+
+
+def random_model(cbam="all", heads=("spot",), dtype=torch.float64, seed=0, **kwargs) -> mf.MeanSpot:
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model = mf.MeanSpot(cbam=cbam, heads=heads, **kwargs)
+    with torch.no_grad():
+        randomize_batchnorm(model, gen)
+        # Keep pre-activations O(1) so gates and pools are exercised on both sides.
+        for m in model.modules():
+            if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+                m.weight.mul_(1.5)
+    return model.eval().to(dtype)
+
+
+def random_inputs(n, dtype=torch.float64, seed=None, device="cpu"):
+    gen = torch.Generator().manual_seed(seed) if seed is not None else None
+    return tuple(torch.rand(n, 1, 42, 42, generator=gen, dtype=torch.float64).to(dtype=dtype, device=device)
+                 for _ in range(3))
+
+
+def as_tuple(out):
+    return out if isinstance(out, tuple) else (out,)
+
+
+# Float64 references of the ops, written with plain torch functions.
+def conv_block_ref(x, weight, bias, scale=None, shift=None, pool=1):
+    y = F.relu(F.conv2d(x, weight, bias, padding=weight.shape[-1] // 2))
+    if scale is not None:
+        y = y * scale[:, None, None] + shift[:, None, None]
+    return F.max_pool2d(y, pool) if pool > 1 else y
+
+
+def channel_pool_ref(x):
+    return x.mean(dim=(2, 3)), x.amax(dim=(2, 3))
+
+
+def spatial_pool_ref(x):
+    return torch.cat([x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)], dim=1)
+
+
+def cbam_ref(x, w1, b1, w2, b2, sw, scale=1.0, shift=0.0, pool=1):
+    def mlp(t):
+        return F.linear(F.relu(F.linear(t, w1, b1)), w2, b2)
+    a, m = channel_pool_ref(x)
+    y = x * torch.sigmoid(mlp(a) + mlp(m))[:, :, None, None]
+    s = F.conv2d(spatial_pool_ref(y), sw, padding=sw.shape[-1] // 2)
+    y = y * torch.sigmoid(scale * s + shift)
+    return F.max_pool2d(y, pool) if pool > 1 else y
+
+
+def layouts(x):
+    """The same values in several memory layouts: contiguous, channels_last, strided, expanded."""
+    yield "contiguous", x.contiguous()
+    yield "channels_last", x.contiguous(memory_format=torch.channels_last)
+    wide = torch.empty(x.shape[:3] + (x.shape[3] * 2,), dtype=x.dtype)
+    wide[..., ::2] = x
+    yield "strided", wide[..., ::2]
+    if x.shape[0] > 0:
+        yield "expanded", x[:1].expand_as(x)

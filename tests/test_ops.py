@@ -1,0 +1,110 @@
+"""Each fused op against its float64 reference (tests/helpers.py), on CPU."""
+import pytest
+import torch
+
+from meanspot_fused import ops
+
+from helpers import cbam_ref, channel_pool_ref, conv_block_ref, layouts, spatial_pool_ref
+
+# float64 kernels must match the float64 reference to rounding; float32 kernels
+# accumulate in float32 (up to 14 * 25 terms per conv output).
+TOL = {torch.float64: dict(atol=1e-12, rtol=1e-12), torch.float32: dict(atol=2e-5, rtol=2e-5)}
+DTYPES = [torch.float32, torch.float64]
+BATCHES = [0, 1, 2, 17]
+
+
+def _rand(*shape, lo=-1.0, hi=1.0):
+    return torch.rand(*shape, dtype=torch.float64) * (hi - lo) + lo
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", BATCHES)
+@pytest.mark.parametrize("cin,cout,hw,k,pool,affine", [
+    (1, 3, 42, 5, 3, True),    # MEAN u/v branch, no CBAM
+    (1, 8, 42, 5, 1, True),    # os branch before CBAM
+    (14, 8, 14, 5, 2, False),  # head conv, no CBAM
+    (14, 8, 14, 5, 1, False),  # head conv before CBAM
+    (3, 17, 12, 3, 4, True),   # odd channel counts, other kernel
+    (2, 5, 9, 1, 3, True),     # 1x1 kernel
+])
+def test_conv_block(dtype, n, cin, cout, hw, k, pool, affine):
+    x = _rand(n, cin, hw, hw)
+    w, b = _rand(cout, cin, k, k), _rand(cout)
+    scale, shift = (_rand(cout, lo=-2, hi=2), _rand(cout)) if affine else (None, None)
+    expected = conv_block_ref(x, w, b, scale, shift, pool)
+    cast = (lambda t: None if t is None else t.to(dtype))
+    for name, xl in layouts(x.to(dtype)):
+        got = ops.conv_block(xl, cast(w), cast(b), cast(scale), cast(shift), pool)
+        assert got.shape == expected.shape, name
+        torch.testing.assert_close(got.double(), expected if name != "expanded" else
+                                   conv_block_ref(xl.double(), w, b, scale, shift, pool), **TOL[dtype], msg=name)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", BATCHES)
+@pytest.mark.parametrize("shape", [(3, 42, 42), (8, 14, 14), (5, 7, 3), (1, 1, 1)])
+def test_channel_and_spatial_pool(dtype, n, shape):
+    x = _rand(n, *shape, lo=-3, hi=3)
+    for name, xl in layouts(x.to(dtype)):
+        xd = xl.double()
+        mean, mx = ops.channel_pool(xl)
+        emean, emx = channel_pool_ref(xd)
+        torch.testing.assert_close(mean.double(), emean, **TOL[dtype], msg=name)
+        torch.testing.assert_close(mx.double(), emx, atol=0, rtol=0, msg=name)  # max is exact
+        got = ops.spatial_pool(xl)
+        torch.testing.assert_close(got.double(), spatial_pool_ref(xd), **TOL[dtype], msg=name)
+
+
+def _cbam_params(c, hidden, k):
+    return _rand(hidden, c), _rand(hidden), _rand(c, hidden), _rand(c), _rand(1, 2, k, k)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", BATCHES)
+@pytest.mark.parametrize("c,hw,hidden,k,pool,bn", [
+    (3, 42, 1, 7, 3, False),   # u/v branch
+    (8, 42, 1, 7, 3, False),   # os branch
+    (8, 14, 1, 7, 2, False),   # head
+    (8, 14, 1, 7, 1, True),    # head, spatial BatchNorm folded
+    (16, 10, 4, 3, 5, True),   # wider MLP, other kernel
+])
+def test_cbam(dtype, n, c, hw, hidden, k, pool, bn):
+    x = _rand(n, c, hw, hw, lo=-2, hi=2)
+    params = _cbam_params(c, hidden, k)
+    scale, shift = (-1.3, 0.4) if bn else (1.0, 0.0)
+    for name, xl in layouts(x.to(dtype)):
+        got = ops.cbam(xl, *(p.to(dtype) for p in params), scale, shift, pool)
+        expected = cbam_ref(xl.double(), *params, scale, shift, pool)
+        torch.testing.assert_close(got.double(), expected, **TOL[dtype], msg=name)
+
+
+def test_nan_and_inf_stay_in_their_sample():
+    """A NaN or inf in one sample changes that sample's outputs exactly as in the reference, no other."""
+    x = _rand(4, 8, 14, 14)
+    x[1, 3, 5, 6] = float("nan")
+    x[2, 0, 0, 0] = float("inf")
+    x[3, 7, 13, 13] = -float("inf")
+    w, b = _rand(8, 8, 5, 5), _rand(8)
+    params = _cbam_params(8, 1, 7)
+    for got, exp in [(ops.conv_block(x, w, b, None, None, 2), conv_block_ref(x, w, b, None, None, 2)),
+                     (ops.cbam(x, *params, 1.0, 0.0, 2), cbam_ref(x, *params, pool=2)),
+                     (ops.spatial_pool(x), spatial_pool_ref(x))] + list(zip(ops.channel_pool(x),
+                                                                            channel_pool_ref(x))):
+        torch.testing.assert_close(got, exp, equal_nan=True, atol=1e-12, rtol=1e-12)
+        assert torch.isfinite(got[0]).all()
+
+
+OPCHECK_CASES = [
+    ("conv_block", lambda: (_rand(3, 2, 12, 12).float(), _rand(4, 2, 5, 5).float(), _rand(4).float(),
+                            _rand(4).float(), _rand(4).float(), 3)),
+    ("conv_block", lambda: (_rand(2, 14, 14, 14), _rand(8, 14, 5, 5), _rand(8), None, None, 2)),
+    ("channel_pool", lambda: (_rand(3, 8, 14, 14).float(),)),
+    ("spatial_pool", lambda: (_rand(3, 8, 14, 14),)),
+    ("cbam", lambda: (_rand(2, 8, 14, 14).float(), *(p.float() for p in _cbam_params(8, 1, 7)), 1.0, 0.0, 2)),
+    ("cbam", lambda: (_rand(2, 3, 42, 42), *_cbam_params(3, 1, 7), 0.5, -0.2, 3)),
+]
+
+
+@pytest.mark.parametrize("op,make_args", OPCHECK_CASES, ids=[c[0] for c in OPCHECK_CASES])
+def test_opcheck(op, make_args):
+    torch.library.opcheck(getattr(torch.ops.meanspot_fused, op), make_args())
