@@ -18,7 +18,19 @@ from .reference import BRANCH_NAMES, CBAM, MeanSpot, _Branch, _Head, check_input
 __all__ = ["fuse", "FusedMeanSpot", "fold_batchnorm"]
 
 _ops = torch.ops.meanspot_fused
-MODES = ("ops",)
+#: ``network``: the whole network in one op (one parallel region on CPU);
+#: ``ops``: one op per block (conv block, CBAM), concatenation and Dense in torch.
+MODES = ("network", "ops")
+_NETWORK_KERNEL: Dict[str, bool] = {}
+
+
+def _has_network_kernel(device_type: str) -> bool:
+    """Whether meanspot_net has a kernel for this device type in this build."""
+    if device_type not in _NETWORK_KERNEL:
+        key = {"cpu": "CPU", "cuda": "CUDA"}.get(device_type)
+        _NETWORK_KERNEL[device_type] = key is not None and torch._C._dispatch_has_kernel_for_dispatch_key(
+            "meanspot_fused::meanspot_net", key)
+    return _NETWORK_KERNEL[device_type]
 
 
 def fold_batchnorm(bn: nn.BatchNorm2d) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -101,6 +113,43 @@ class _FusedHead(nn.Module):
         return torch.softmax(x, dim=1) if self.softmax else x
 
 
+def _pack_cbam(cbam: CBAM) -> List[torch.Tensor]:
+    if cbam.spatial_bn is not None:
+        scale, shift = fold_batchnorm(cbam.spatial_bn)
+    else:
+        scale, shift = torch.ones(1, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)
+    return [cbam.mlp1.weight, cbam.mlp1.bias, cbam.mlp2.weight, cbam.mlp2.bias, cbam.spatial.weight, scale, shift]
+
+
+def pack_network(model: MeanSpot, dtype: torch.dtype) -> Tuple[torch.Tensor, List[int]]:
+    """Parameters of ``model`` as the packed vector and config of ``meanspot_fused::meanspot_net``.
+
+    The order is the one csrc/net_layout.h documents (the C++ side checks the
+    total size against the config).
+    """
+    in_branches = model.branches["u"].cbam is not None
+    in_merged = model.heads[model.head_names[0]].cbam is not None
+    hidden = [model.branches[n].cbam.hidden if in_branches else 1 for n in BRANCH_NAMES]
+    head_hidden = model.heads[model.head_names[0]].cbam.hidden if in_merged else 1
+    config = [int(in_branches), int(in_merged), int("spot" in model.head_names), int("recog" in model.head_names),
+              model.recog_classes, *hidden, head_hidden, model.spatial_kernel]
+    parts: List[torch.Tensor] = []
+    for name in BRANCH_NAMES:
+        branch = model.branches[name]
+        scale, shift = fold_batchnorm(branch.bn)
+        parts += [branch.conv.weight, branch.conv.bias, scale, shift]
+        if in_branches:
+            parts += _pack_cbam(branch.cbam)
+    for name in model.head_names:
+        head = _FusedHead(model.heads[name])
+        parts += [head.weight, head.bias]
+        if in_merged:
+            parts += _pack_cbam(model.heads[name].cbam)
+        parts += [head.dense_weight, head.dense_bias]
+    packed = torch.cat([p.detach().reshape(-1).to(torch.float64) for p in parts]).to(dtype)
+    return packed, config
+
+
 class FusedMeanSpot(nn.Module):
     """A :class:`MeanSpot` computed through the fused ops; build it with :func:`fuse`.
 
@@ -108,7 +157,7 @@ class FusedMeanSpot(nn.Module):
     only: it has buffers, no parameters.
     """
 
-    def __init__(self, model: MeanSpot, mode: str = "ops"):
+    def __init__(self, model: MeanSpot, mode: str = "network"):
         super().__init__()
         _check_fusable(model)
         if mode not in MODES:
@@ -119,6 +168,11 @@ class FusedMeanSpot(nn.Module):
         self.head_names = model.head_names
         self.branches = nn.ModuleDict({n: _FusedBranch(model.branches[n], dtype) for n in BRANCH_NAMES})
         self.heads = nn.ModuleDict({n: _FusedHead(model.heads[n]) for n in model.head_names})
+        # The per-op buffers above stay even in network mode: they are the
+        # fallback on a device whose build has no whole-network kernel.
+        packed, self.net_config = pack_network(model, dtype)
+        self.register_buffer("packed", packed)
+        self.head_sizes = [1 if n == "spot" else model.recog_classes for n in model.head_names]
 
     def _check_params(self, u: torch.Tensor) -> None:
         ref = self.branches["u"].weight
@@ -133,6 +187,11 @@ class FusedMeanSpot(nn.Module):
                 ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
         check_inputs(u, v, os)
         self._check_params(u)
+        if self.mode == "network" and _has_network_kernel(u.device.type):
+            out = _ops.meanspot_net(u, v, os, self.packed, self.net_config)
+            if len(self.head_sizes) == 1:
+                return out
+            return tuple(torch.split(out, self.head_sizes, dim=1))
         merged = torch.cat([self.branches[name](x) for name, x in zip(BRANCH_NAMES, (u, v, os))], dim=1)
         outs = tuple(self.heads[name](merged) for name in self.head_names)
         return outs[0] if len(outs) == 1 else outs
@@ -165,12 +224,14 @@ def _check_fusable(model) -> None:
         raise ValueError(f"fuse: all parameters must share one dtype and device, got {dtypes} on {devices}")
 
 
-def fuse(model: MeanSpot, mode: str = "ops") -> FusedMeanSpot:
+def fuse(model: MeanSpot, mode: str = "network") -> FusedMeanSpot:
     """Return a module with ``model``'s forward signature and outputs, computed by the fused ops.
 
     ``model`` must be an eval-mode :class:`MeanSpot` (any CBAM placement, any
     heads, float32 or float64); it is not modified. The result follows later
-    ``.to(device/dtype)`` calls like any module.
+    ``.to(device/dtype)`` calls like any module. ``mode="network"`` (default)
+    runs the whole network as one op where the build has that kernel for the
+    input's device, else the per-op path; ``mode="ops"`` always runs per op.
     """
     with torch.no_grad():
         return FusedMeanSpot(model, mode=mode).eval()

@@ -13,7 +13,7 @@ import torch
 
 from . import _C  # noqa: F401  (import registers the ops with the dispatcher)
 
-__all__ = ["conv_block", "channel_pool", "spatial_pool", "cbam"]
+__all__ = ["conv_block", "channel_pool", "spatial_pool", "cbam", "meanspot_net"]
 
 _ops = torch.ops.meanspot_fused
 
@@ -127,6 +127,22 @@ def cbam(x: torch.Tensor, mlp_w1: torch.Tensor, mlp_b1: torch.Tensor, mlp_w2: to
                      pool)
 
 
+def meanspot_net(u: torch.Tensor, v: torch.Tensor, os: torch.Tensor, params: torch.Tensor, config) -> torch.Tensor:
+    """The whole MEAN-Spot network in one op; ``params``/``config`` come from ``fuse.pack_network``.
+
+    u, v, os: (N, 1, 42, 42). Returns (N, outputs): the spot score (if that
+    head exists) then the recog probabilities (if that head exists).
+    """
+    from .reference import check_inputs
+    check_inputs(u, v, os)
+    _check_tensor("params", params, 1, "(P,)")
+    _check_like("params", params, u)
+    config = [int(c) for c in config]
+    if len(config) != 10:
+        raise ValueError(f"config must have 10 entries (see csrc/net_layout.h), got {len(config)}")
+    return _ops.meanspot_net(u, v, os, params, config)
+
+
 # Fake kernels: output metadata only, for torch.compile / torch.export tracing.
 # Shape errors are left to the real kernels' checks, which run at call time.
 @torch.library.register_fake("meanspot_fused::conv_block")
@@ -149,3 +165,8 @@ def _spatial_pool_fake(x):
 def _cbam_fake(x, mlp_w1, mlp_b1, mlp_w2, mlp_b2, spatial_weight, spatial_scale, spatial_shift, pool):
     torch._check(pool >= 1, lambda: f"pool must be >= 1, got {pool}")
     return x.new_empty((x.shape[0], x.shape[1], x.shape[2] // pool, x.shape[3] // pool))
+
+
+@torch.library.register_fake("meanspot_fused::meanspot_net")
+def _meanspot_net_fake(u, v, os, params, config):
+    return u.new_empty((u.shape[0], config[2] + config[3] * config[4]))

@@ -147,3 +147,31 @@ def test_direct_op_abuse_in_subprocess_raises_not_crashes():
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
     assert "all raised" in proc.stdout
+
+
+def _net_args():
+    import meanspot_fused as mf
+    from meanspot_fused.fuse import pack_network
+    model = mf.MeanSpot("all", ("spot", "recog")).eval()
+    packed, config = pack_network(model, torch.float32)
+    u = torch.rand(2, 1, 42, 42)
+    return u, u.clone(), u.clone(), packed, config
+
+
+@pytest.mark.parametrize("mutate,msg", [
+    (lambda a: (a[0][:, :, :41], *a[1:]), r"u must have shape \(N, 1, 42, 42\)"),
+    (lambda a: (a[0], a[1][:1], *a[2:]), "v has batch size 1 but u has 2"),
+    (lambda a: (*a[:2], a[2].double(), *a[3:]), "os must have the dtype of"),
+    (lambda a: (*a[:3], a[3][:-1], a[4]), "params must have .* elements"),
+    (lambda a: (*a[:3], a[3].reshape(1, -1), a[4]), "params must be a 1-D"),
+    (lambda a: (*a[:4], a[4][:9]), "config must have 10 entries"),
+    (lambda a: (*a[:4], [0, 0, 0, 0] + a[4][4:]), "at least one head"),
+    (lambda a: (*a[:4], a[4][:9] + [4]), "spatial_kernel"),
+    (lambda a: (*a[:4], a[4][:5] + [9] + a[4][6:]), "hidden width"),
+])
+def test_meanspot_net_errors(mutate, msg):
+    args = mutate(_net_args())
+    with pytest.raises(RuntimeError, match=msg):
+        torch.ops.meanspot_fused.meanspot_net(*args)
+    with pytest.raises((TypeError, ValueError, RuntimeError)):
+        ops.meanspot_net(*args)

@@ -108,3 +108,13 @@ OPCHECK_CASES = [
 @pytest.mark.parametrize("op,make_args", OPCHECK_CASES, ids=[c[0] for c in OPCHECK_CASES])
 def test_opcheck(op, make_args):
     torch.library.opcheck(getattr(torch.ops.meanspot_fused, op), make_args())
+
+
+def test_opcheck_meanspot_net():
+    import meanspot_fused as mf
+    from meanspot_fused.fuse import pack_network
+    from helpers import random_model
+    for cbam, heads, dtype in [("all", ("spot", "recog"), torch.float32), ("none", ("recog",), torch.float64)]:
+        packed, config = pack_network(random_model(cbam, heads, dtype=dtype), dtype)
+        u, v, os = (torch.rand(3, 1, 42, 42, dtype=dtype) for _ in range(3))
+        torch.library.opcheck(torch.ops.meanspot_fused.meanspot_net, (u, v, os, packed, config))

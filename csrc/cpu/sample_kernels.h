@@ -62,39 +62,51 @@ inline void pad_planes(const T* __restrict__ in, int channels, int height, int w
   }
 }
 
-// CB output channels of one output row, one vector of columns starting at w0:
-// CB accumulators stay in registers across all cin * K * K taps; each tap is
-// one vector load of the input row and CB broadcast FMAs.
-template <typename T, int CB>
+// CB output channels x RB output rows, one vector of columns starting at w0:
+// the CB * RB accumulators stay in registers across all cin * K * K taps; each
+// tap is RB vector loads and CB * RB broadcast FMAs. RB is chosen so that
+// CB * RB >= 8 independent FMA chains hide the FMA latency.
+template <typename T, int CB, int RB>
 inline void conv_tile(const T* __restrict__ padded, int cin, int hp, int wp, int h, int w0,
                       const T* __restrict__ weight, const T* __restrict__ bias, int co0, int kernel, int width,
                       int height, T* __restrict__ out) {
   using V = typename Vec<T>::type;
-  V acc[CB];
-  for (int j = 0; j < CB; ++j) acc[j] = V{} + (bias ? bias[co0 + j] : T(0));
+  V acc[RB][CB];
+  for (int r = 0; r < RB; ++r)
+    for (int j = 0; j < CB; ++j) acc[r][j] = V{} + (bias ? bias[co0 + j] : T(0));
   const int64_t taps = int64_t(cin) * kernel * kernel;
   for (int ci = 0; ci < cin; ++ci) {
     for (int kh = 0; kh < kernel; ++kh) {
       const T* irow = padded + (int64_t(ci) * hp + h + kh) * wp + w0;
       const T* wrow = weight + (int64_t(co0) * cin + ci) * kernel * kernel + kh * kernel;
       for (int kw = 0; kw < kernel; ++kw) {
-        const V x = load_vec(irow + kw);
-        for (int j = 0; j < CB; ++j) acc[j] += wrow[j * taps + kw] * x;
+        V x[RB];
+        for (int r = 0; r < RB; ++r) x[r] = load_vec(irow + r * wp + kw);
+        for (int j = 0; j < CB; ++j) {
+          const T wv = wrow[j * taps + kw];
+          for (int r = 0; r < RB; ++r) acc[r][j] += wv * x[r];
+        }
       }
     }
   }
   const int valid = std::min(Vec<T>::kLanes, width - w0);
-  for (int j = 0; j < CB; ++j)
-    std::memcpy(out + (int64_t(co0 + j) * height + h) * width + w0, &acc[j], sizeof(T) * valid);
+  for (int r = 0; r < RB; ++r)
+    for (int j = 0; j < CB; ++j)
+      std::memcpy(out + (int64_t(co0 + j) * height + h + r) * width + w0, &acc[r][j], sizeof(T) * valid);
 }
 
 template <typename T, int CB>
 inline void conv_block_of_channels(const T* padded, int cin, int height, int width, const T* weight,
                                    const T* bias, int co0, int kernel, T* out) {
+  constexpr int RB = CB >= 8 ? 2 : (8 + CB - 1) / CB;
   const int hp = height + kernel - 1, wp = padded_stride<T>(width, kernel);
-  for (int h = 0; h < height; ++h)
+  int h = 0;
+  for (; h + RB <= height; h += RB)
     for (int w0 = 0; w0 < width; w0 += Vec<T>::kLanes)
-      conv_tile<T, CB>(padded, cin, hp, wp, h, w0, weight, bias, co0, kernel, width, height, out);
+      conv_tile<T, CB, RB>(padded, cin, hp, wp, h, w0, weight, bias, co0, kernel, width, height, out);
+  for (; h < height; ++h)
+    for (int w0 = 0; w0 < width; w0 += Vec<T>::kLanes)
+      conv_tile<T, CB, 1>(padded, cin, hp, wp, h, w0, weight, bias, co0, kernel, width, height, out);
 }
 
 // 'same' stride-1 convolution of one padded sample (see pad_planes):
@@ -116,6 +128,53 @@ inline void conv_same(const T* __restrict__ padded, int cin, int height, int wid
     case 1: conv_block_of_channels<T, 1>(padded, cin, height, width, weight, bias, co, kernel, out); break;
     default: break;
   }
+}
+
+// In place: v[i] = sigmoid(scale * v[i] + shift). Generic scalar version;
+// float has a vectorized one below (the spatial gate is 1764 sigmoids per
+// 42 x 42 CBAM, as many as the scalar exp can do in the time of the conv).
+template <typename T>
+inline void sigmoid_affine_inplace(T* v, int64_t n, T scale, T shift) {
+  for (int64_t i = 0; i < n; ++i) v[i] = T(sigmoid(acc_t<T>(scale * v[i] + shift)));
+}
+
+// exp(x) on a float vector: Cephes expf (range reduction by ln 2, degree-5
+// polynomial, exponent by bit shift), about 1 ulp; NaN stays NaN, the result
+// saturates at exp(+-88.38) (so sigmoid(-inf) comes out as ~4e-39, not 0).
+inline Vec<float>::type exp_vec(Vec<float>::type x) {
+  using V = Vec<float>::type;
+  typedef int32_t VI __attribute__((vector_size(64)));
+  const V in = x;
+  x = x > 88.3762626647949f ? V{} + 88.3762626647949f : x;
+  x = x < -88.3762626647949f ? V{} - 88.3762626647949f : x;
+  V fx = x * 1.44269504088896341f + 0.5f;
+  V tf = __builtin_convertvector(__builtin_convertvector(fx, VI), V);
+  tf = tf > fx ? tf - 1.0f : tf;  // floor
+  x = x - tf * 0.693359375f - tf * -2.12194440e-4f;
+  const V z = x * x;
+  V y = 1.9875691500E-4f * x + 1.3981999507E-3f;
+  y = y * x + 8.3334519073E-3f;
+  y = y * x + 4.1665795894E-2f;
+  y = y * x + 1.6666665459E-1f;
+  y = y * x + 5.0000001201E-1f;
+  y = y * z + x + 1.0f;
+  VI bits = (__builtin_convertvector(tf, VI) + 127) << 23;
+  V pow2n;
+  std::memcpy(&pow2n, &bits, sizeof(pow2n));
+  const V r = y * pow2n;
+  return in != in ? in : r;
+}
+
+template <>
+inline void sigmoid_affine_inplace<float>(float* v, int64_t n, float scale, float shift) {
+  constexpr int L = Vec<float>::kLanes;
+  int64_t i = 0;
+  for (; i + L <= n; i += L) {
+    const Vec<float>::type x = load_vec(v + i) * scale + shift;
+    const Vec<float>::type s = 1.0f / (1.0f + exp_vec(-x));
+    std::memcpy(v + i, &s, sizeof(s));
+  }
+  for (; i < n; ++i) v[i] = sigmoid(scale * v[i] + shift);
 }
 
 // Epilogue of the conv block: out = maxpool_k(scale * relu(conv) + shift).
@@ -271,7 +330,7 @@ inline void cbam_sample(const T* __restrict__ x, int channels, int height, int w
   T* max_plane = mean_plane + int64_t(hp) * wp;
   spatial_pool(x, channels, height, width, gate, mean_plane, max_plane, wp);
   conv_same<T>(padded, 2, height, width, p.spatial_weight, nullptr, 1, p.kernel, sgate);
-  for (int64_t i = 0; i < plane; ++i) sgate[i] = T(sigmoid(acc_t<T>(p.spatial_scale * sgate[i] + p.spatial_shift)));
+  sigmoid_affine_inplace(sgate, plane, p.spatial_scale, p.spatial_shift);
 
   const int ho = height / pool, wo = width / pool;
   for (int c = 0; c < channels; ++c) {

@@ -31,3 +31,17 @@ void check_same_dtype_device(const at::Tensor& x, const char* op,
                              std::initializer_list<std::pair<const char*, const at::Tensor*>> params);
 
 }  // namespace meanspot
+
+#include "../net_layout.h"
+
+namespace meanspot {
+
+// Parses and validates the meanspot_net config (see net_layout.h).
+NetConfig parse_net_config(at::IntArrayRef config);
+
+// u, v, os: (N, 1, 42, 42) of one dtype and device; params: 1-D with exactly
+// layout_net(config).total elements. Returns the parsed config.
+NetConfig check_meanspot_net_args(const at::Tensor& u, const at::Tensor& v, const at::Tensor& os,
+                                  const at::Tensor& params, at::IntArrayRef config);
+
+}  // namespace meanspot

@@ -1,0 +1,183 @@
+// CUDA kernels of meanspot_fused::channel_pool and ::spatial_pool
+// (float16, bfloat16, float32, float64; accumulation in acc_t).
+//
+// channel_pool: mean and NaN-propagating max over H x W of every (n, c) plane,
+//   one read of x. Planes of fewer than kBlockPlane pixels go one warp per
+//   plane (8 planes per 256-thread block, shuffle reduction); larger planes one
+//   block per plane (shuffle within warps, then across warps in shared memory).
+//   Both grid-stride over the N * C planes.
+// spatial_pool: one thread per pixel (n, h, w), grid-stride over N * H * W; the
+//   thread walks the C channels (coalesced across the warp's adjacent pixels)
+//   and writes the mean to channel 0 and the max to channel 1 of (N, 2, H, W).
+#include <ATen/ops/empty.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <tuple>
+
+#include "../ops/ops.h"
+#include "cuda_utils.cuh"
+
+namespace meanspot {
+namespace {
+
+using gpu::lowest;
+using gpu::warp_nan_max;
+using gpu::warp_sum;
+
+constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / 32;
+// Planes of at least this many pixels get a whole block each.
+constexpr int64_t kBlockPlane = 2048;
+
+// Partial sum and max of the pixels first, first + step, ... of one plane.
+template <typename scalar_t>
+__device__ __forceinline__ void plane_partial(const scalar_t* __restrict__ p, int64_t plane, int64_t first,
+                                              int64_t step, acc_t<scalar_t>& sum, acc_t<scalar_t>& max) {
+  using acc = acc_t<scalar_t>;
+  sum = acc(0);
+  max = lowest<acc>();
+  for (int64_t i = first; i < plane; i += step) {
+    const acc v = static_cast<acc>(p[i]);
+    sum += v;
+    max = nan_max(max, v);
+  }
+}
+
+// Warp w of the grid reduces planes w, w + warps_in_grid, ...; lane 0 writes.
+template <typename scalar_t>
+__global__ void __launch_bounds__(kThreads)
+channel_pool_warp_kernel(const scalar_t* __restrict__ x, int64_t planes, int64_t plane,
+                         scalar_t* __restrict__ mean, scalar_t* __restrict__ max) {
+  using acc = acc_t<scalar_t>;
+  const int lane = threadIdx.x % 32;
+  const int64_t stride = int64_t(gridDim.x) * kWarps;
+  // The loop bound is uniform across a warp, so the full-mask shuffles are safe.
+  for (int64_t pi = int64_t(blockIdx.x) * kWarps + threadIdx.x / 32; pi < planes; pi += stride) {
+    acc s, m;
+    plane_partial(x + pi * plane, plane, lane, 32, s, m);
+    s = warp_sum(s);
+    m = warp_nan_max(m);
+    if (lane == 0) {
+      mean[pi] = static_cast<scalar_t>(s / static_cast<acc>(plane));
+      max[pi] = static_cast<scalar_t>(m);
+    }
+  }
+}
+
+// Block b reduces planes b, b + gridDim.x, ...; thread 0 writes.
+template <typename scalar_t>
+__global__ void __launch_bounds__(kThreads)
+channel_pool_block_kernel(const scalar_t* __restrict__ x, int64_t planes, int64_t plane,
+                          scalar_t* __restrict__ mean, scalar_t* __restrict__ max) {
+  using acc = acc_t<scalar_t>;
+  __shared__ acc warp_sums[kWarps], warp_maxes[kWarps];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  for (int64_t pi = blockIdx.x; pi < planes; pi += gridDim.x) {
+    acc s, m;
+    plane_partial(x + pi * plane, plane, threadIdx.x, kThreads, s, m);
+    s = warp_sum(s);
+    m = warp_nan_max(m);
+    if (lane == 0) {
+      warp_sums[warp] = s;
+      warp_maxes[warp] = m;
+    }
+    __syncthreads();
+    if (warp == 0) {
+      s = lane < kWarps ? warp_sums[lane] : acc(0);
+      m = lane < kWarps ? warp_maxes[lane] : lowest<acc>();
+      s = warp_sum(s);
+      m = warp_nan_max(m);
+      if (lane == 0) {
+        mean[pi] = static_cast<scalar_t>(s / static_cast<acc>(plane));
+        max[pi] = static_cast<scalar_t>(m);
+      }
+    }
+    __syncthreads();  // warp_sums/warp_maxes are rewritten for the next plane
+  }
+}
+
+// Thread of pixel i = (n, p) of N * H * W: channel walk at stride `plane`.
+// The mean is the sum times 1 / C, as the CPU kernel computes it.
+template <typename scalar_t>
+__global__ void __launch_bounds__(kThreads)
+spatial_pool_kernel(const scalar_t* __restrict__ x, int64_t pixels, int channels, int64_t plane,
+                    acc_t<scalar_t> inv_channels, scalar_t* __restrict__ out) {
+  using acc = acc_t<scalar_t>;
+  for (int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x; i < pixels; i += int64_t(gridDim.x) * kThreads) {
+    const int64_t n = i / plane, p = i - n * plane;
+    const scalar_t* __restrict__ px = x + n * channels * plane + p;
+    acc sum = static_cast<acc>(px[0]);
+    acc max = sum;
+    for (int c = 1; c < channels; ++c) {
+      const acc y = static_cast<acc>(px[c * plane]);
+      sum += y;
+      max = nan_max(max, y);
+    }
+    scalar_t* __restrict__ po = out + 2 * n * plane + p;
+    po[0] = static_cast<scalar_t>(sum * inv_channels);
+    po[plane] = static_cast<scalar_t>(max);
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor> channel_pool_cuda(const at::Tensor& x_in) {
+  constexpr const char* op = "meanspot_fused.channel_pool";
+  check_pool_input(x_in, op);
+  gpu::check_cuda_input(x_in, op);
+  c10::cuda::CUDAGuard device_guard(x_in.device());
+  const at::Tensor x = x_in.contiguous();
+  const int64_t planes = x.size(0) * x.size(1), plane = x.size(2) * x.size(3);
+  at::Tensor mean = at::empty({x.size(0), x.size(1)}, x.options());
+  at::Tensor max = at::empty({x.size(0), x.size(1)}, x.options());
+  if (x.numel() == 0) return {mean, max};
+  const int device = x.get_device();
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  MSF_DISPATCH_CUDA_TYPES(x.scalar_type(), op, [&] {
+    const scalar_t* xp = x.const_data_ptr<scalar_t>();
+    scalar_t* mp = mean.mutable_data_ptr<scalar_t>();
+    scalar_t* xq = max.mutable_data_ptr<scalar_t>();
+    if (plane >= kBlockPlane) {
+      channel_pool_block_kernel<scalar_t>
+          <<<gpu::grid_size(planes, 1, device), kThreads, 0, stream>>>(xp, planes, plane, mp, xq);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    } else {
+      channel_pool_warp_kernel<scalar_t>
+          <<<gpu::grid_size(planes, kWarps, device), kThreads, 0, stream>>>(xp, planes, plane, mp, xq);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
+  });
+  return {mean, max};
+}
+
+at::Tensor spatial_pool_cuda(const at::Tensor& x_in) {
+  constexpr const char* op = "meanspot_fused.spatial_pool";
+  check_pool_input(x_in, op);
+  gpu::check_cuda_input(x_in, op);
+  c10::cuda::CUDAGuard device_guard(x_in.device());
+  const at::Tensor x = x_in.contiguous();
+  const int64_t n = x.size(0), plane = x.size(2) * x.size(3);
+  const int channels = x.size(1);
+  at::Tensor out = at::empty({n, 2, x.size(2), x.size(3)}, x.options());
+  if (x.numel() == 0) return out;
+  const int device = x.get_device();
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  MSF_DISPATCH_CUDA_TYPES(x.scalar_type(), op, [&] {
+    using acc = acc_t<scalar_t>;
+    spatial_pool_kernel<scalar_t><<<gpu::grid_size(n * plane, kThreads, device), kThreads, 0, stream>>>(
+        x.const_data_ptr<scalar_t>(), n * plane, channels, plane, acc(1) / acc(channels),
+        out.mutable_data_ptr<scalar_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(meanspot_fused, CUDA, m) {
+  m.impl("channel_pool", &channel_pool_cuda);
+  m.impl("spatial_pool", &spatial_pool_cuda);
+}
+
+}  // namespace meanspot
