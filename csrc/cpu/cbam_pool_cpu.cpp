@@ -56,7 +56,7 @@ at::Tensor spatial_pool_cpu(const at::Tensor& x_in) {
     at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
         scalar_t* o = op_ + i * 2 * plane;
-        cpu::spatial_pool<scalar_t>(xp + i * c * plane, c, height, width, nullptr, o, o + plane, width);
+        cpu::spatial_pool<scalar_t>(xp + i * c * plane, c, plane, nullptr, o, o + plane);
       }
     });
   });

@@ -89,10 +89,19 @@ inline void conv_tile(const T* __restrict__ padded, int cin, int hp, int wp, int
       }
     }
   }
+  // A fixed-size copy is one vector store; a variable-size memcpy would be a
+  // library call that forces the accumulators through memory (a third of the
+  // conv time when measured), so only the ragged last vector takes the loop.
   const int valid = std::min(Vec<T>::kLanes, width - w0);
   for (int r = 0; r < RB; ++r)
-    for (int j = 0; j < CB; ++j)
-      std::memcpy(out + (int64_t(co0 + j) * height + h + r) * width + w0, &acc[r][j], sizeof(T) * valid);
+    for (int j = 0; j < CB; ++j) {
+      T* o = out + (int64_t(co0 + j) * height + h + r) * width + w0;
+      if (valid == Vec<T>::kLanes) {
+        std::memcpy(o, &acc[r][j], sizeof(V));
+      } else {
+        for (int l = 0; l < valid; ++l) o[l] = acc[r][j][l];
+      }
+    }
 }
 
 template <typename T, int CB>
@@ -238,34 +247,39 @@ inline void channel_pool(const T* __restrict__ x, int channels, int64_t plane, T
   }
 }
 
-// Mean and max over channels of (x * gate[c]) for each pixel, in one read of x.
-// gate may be null (1). mean/max are planes of `plane` pixels, written with
-// row stride `out_width` from `width`-wide rows (so they can land directly in
-// the interior of a padded buffer).
+// Mean and max over channels of (x * gate[c]) for each of the `plane` pixels,
+// in one read of x; gate may be null (1). mean/max are dense planes. Explicit
+// vectors over the whole plane (a 42-wide row would leave a ragged vector on
+// every row).
 template <typename T>
-inline void spatial_pool(const T* __restrict__ x, int channels, int height, int width, const T* __restrict__ gate,
-                         T* __restrict__ mean, T* __restrict__ max, int out_width) {
+inline void spatial_pool(const T* __restrict__ x, int channels, int64_t plane, const T* __restrict__ gate,
+                         T* __restrict__ mean, T* __restrict__ max) {
+  using V = typename Vec<T>::type;
+  constexpr int L = Vec<T>::kLanes;
   const T inv = T(1) / T(channels);
-  for (int h = 0; h < height; ++h) {
-    T* __restrict__ mrow = mean + int64_t(h) * out_width;
-    T* __restrict__ xrow = max + int64_t(h) * out_width;
-    const T g0 = gate ? gate[0] : T(1);
-    const T* r0 = x + int64_t(h) * width;
-    for (int w = 0; w < width; ++w) {
-      const T y = r0[w] * g0;
-      mrow[w] = y;
-      xrow[w] = y;
-    }
+  int64_t i = 0;
+  for (; i + L <= plane; i += L) {
+    V s = load_vec(x + i) * (gate ? gate[0] : T(1));
+    V m = s;
     for (int c = 1; c < channels; ++c) {
-      const T g = gate ? gate[c] : T(1);
-      const T* r = x + (int64_t(c) * height + h) * width;
-      for (int w = 0; w < width; ++w) {
-        const T y = r[w] * g;
-        mrow[w] += y;
-        xrow[w] = nan_max(xrow[w], y);
-      }
+      const V y = load_vec(x + c * plane + i) * (gate ? gate[c] : T(1));
+      s += y;
+      m = nan_max(m, y);
     }
-    for (int w = 0; w < width; ++w) mrow[w] *= inv;
+    s *= inv;
+    std::memcpy(mean + i, &s, sizeof(V));
+    std::memcpy(max + i, &m, sizeof(V));
+  }
+  for (; i < plane; ++i) {
+    T s = x[i] * (gate ? gate[0] : T(1));
+    T m = s;
+    for (int c = 1; c < channels; ++c) {
+      const T y = x[c * plane + i] * (gate ? gate[c] : T(1));
+      s += y;
+      m = nan_max(m, y);
+    }
+    mean[i] = s * inv;
+    max[i] = m;
   }
 }
 
@@ -285,7 +299,7 @@ struct CbamParams {
 template <typename T>
 inline int64_t cbam_scratch_size(int channels, int hidden, int height, int width, int kernel) {
   return 4 * int64_t(channels) + 2 * int64_t(hidden) + padded_size<T>(2, height, width, kernel) +
-         int64_t(height) * width;
+         3 * int64_t(height) * width;
 }
 
 // CBAM on one (C, H, W) sample, then a k x k max pool:
@@ -296,7 +310,6 @@ template <typename T>
 inline void cbam_sample(const T* __restrict__ x, int channels, int height, int width, const CbamParams<T>& p,
                         int pool, T* __restrict__ out, T* __restrict__ scratch) {
   const int64_t plane = int64_t(height) * width;
-  const int pad = same_pad(p.kernel);
   const int hp = height + p.kernel - 1, wp = padded_stride<T>(width, p.kernel);
   T* avg = scratch;
   T* mx = avg + channels;
@@ -305,6 +318,7 @@ inline void cbam_sample(const T* __restrict__ x, int channels, int height, int w
   T* hid = gate + channels;  // 2 * hidden: avg path, max path
   T* padded = hid + 2 * p.hidden;
   T* sgate = padded + 2 * int64_t(hp) * wp;
+  T* pooled = sgate + plane;  // (2, H, W) channel mean and max
 
   channel_pool(x, channels, plane, avg, mx);
   for (int j = 0; j < p.hidden; ++j) {
@@ -325,10 +339,9 @@ inline void cbam_sample(const T* __restrict__ x, int channels, int height, int w
     gate[c] = T(sigmoid(acc_t<T>(T(la) + T(lm))));
   }
 
-  std::fill(padded, padded + 2 * int64_t(hp) * wp, T(0));
-  T* mean_plane = padded + int64_t(pad) * wp + pad;
-  T* max_plane = mean_plane + int64_t(hp) * wp;
-  spatial_pool(x, channels, height, width, gate, mean_plane, max_plane, wp);
+  // Pool into dense planes, then pad (full vectors instead of ragged rows).
+  spatial_pool(x, channels, plane, gate, pooled, pooled + plane);
+  pad_planes(pooled, 2, height, width, p.kernel, padded);
   conv_same<T>(padded, 2, height, width, p.spatial_weight, nullptr, 1, p.kernel, sgate);
   sigmoid_affine_inplace(sgate, plane, p.spatial_scale, p.spatial_shift);
 
