@@ -22,6 +22,9 @@ _ops = torch.ops.meanspot_fused
 #: ``ops``: one op per block (conv block, CBAM), concatenation and Dense in torch.
 MODES = ("network", "ops")
 _NETWORK_KERNEL: Dict[str, bool] = {}
+#: Largest batch the per-op path runs at once (its activations are about
+#: 60 KB per sample in float32); larger batches run in chunks of this size.
+OPS_CHUNK = 16384
 
 
 def _has_network_kernel(device_type: str) -> bool:
@@ -192,9 +195,20 @@ class FusedMeanSpot(nn.Module):
             if len(self.head_sizes) == 1:
                 return out
             return tuple(torch.split(out, self.head_sizes, dim=1))
-        merged = torch.cat([self.branches[name](x) for name, x in zip(BRANCH_NAMES, (u, v, os))], dim=1)
-        outs = tuple(self.heads[name](merged) for name in self.head_names)
+        n = u.shape[0]
+        if n > OPS_CHUNK and not torch.compiler.is_compiling():
+            # The per-op path materializes (N, 8, 42, 42) activations: bound
+            # them by running big batches in chunks (same per-sample results).
+            parts = [self._forward_ops(u[i:i + OPS_CHUNK], v[i:i + OPS_CHUNK], os[i:i + OPS_CHUNK])
+                     for i in range(0, n, OPS_CHUNK)]
+            outs = tuple(torch.cat(p, dim=0) for p in zip(*parts))
+        else:
+            outs = self._forward_ops(u, v, os)
         return outs[0] if len(outs) == 1 else outs
+
+    def _forward_ops(self, u: torch.Tensor, v: torch.Tensor, os: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        merged = torch.cat([self.branches[name](x) for name, x in zip(BRANCH_NAMES, (u, v, os))], dim=1)
+        return tuple(self.heads[name](merged) for name in self.head_names)
 
     def extra_repr(self) -> str:
         return f"mode={self.mode!r}, config={self.config}"

@@ -113,3 +113,13 @@ def test_torch_export(mode):
     assert any("meanspot_fused" in t for t in targets), targets
     other = random_inputs(7, dtype=torch.float32)
     torch.testing.assert_close(ep.module()(*other), fused(*other), atol=1e-6, rtol=1e-6)
+
+
+def test_ops_mode_chunks_big_batches(monkeypatch):
+    """Batches above OPS_CHUNK run in chunks; results equal the unchunked reference."""
+    import meanspot_fused.fuse as fuse_module
+    monkeypatch.setattr(fuse_module, "OPS_CHUNK", 5)
+    ref = random_model("all", ("spot", "recog"), seed=11)
+    inputs = random_inputs(17)
+    for g, e in zip(mf.fuse(ref, mode="ops")(*inputs), ref(*inputs)):
+        torch.testing.assert_close(g, e, **TOL64)
