@@ -117,8 +117,9 @@ def test_torch_export(mode):
 
 def test_ops_mode_chunks_big_batches(monkeypatch):
     """Batches above OPS_CHUNK run in chunks; results equal the unchunked reference."""
-    import meanspot_fused.fuse as fuse_module
-    monkeypatch.setattr(fuse_module, "OPS_CHUNK", 5)
+    import sys
+    # (meanspot_fused.fuse the attribute is the function; the module is in sys.modules)
+    monkeypatch.setattr(sys.modules["meanspot_fused.fuse"], "OPS_CHUNK", 5)
     ref = random_model("all", ("spot", "recog"), seed=11)
     inputs = random_inputs(17)
     for g, e in zip(mf.fuse(ref, mode="ops")(*inputs), ref(*inputs)):
