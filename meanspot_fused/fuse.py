@@ -196,7 +196,9 @@ class FusedMeanSpot(nn.Module):
                 return out
             return tuple(torch.split(out, self.head_sizes, dim=1))
         n = u.shape[0]
-        if n > OPS_CHUNK and not torch.compiler.is_compiling():
+        # A symbolic batch (torch.export / dynamic compile) is never chunked:
+        # branching on it would constrain the exported batch range.
+        if isinstance(n, int) and n > OPS_CHUNK:
             # The per-op path materializes (N, 8, 42, 42) activations: bound
             # them by running big batches in chunks (same per-sample results).
             parts = [self._forward_ops(u[i:i + OPS_CHUNK], v[i:i + OPS_CHUNK], os[i:i + OPS_CHUNK])

@@ -124,3 +124,20 @@ def test_ops_mode_chunks_big_batches(monkeypatch):
     inputs = random_inputs(17)
     for g, e in zip(mf.fuse(ref, mode="ops")(*inputs), ref(*inputs)):
         torch.testing.assert_close(g, e, **TOL64)
+
+
+@pytest.mark.parametrize("cbam", mf.PLACEMENTS)
+def test_network_small_batch_split_is_bitwise_identical(cbam):
+    """Batches smaller than the thread count split samples by branch and head; same bits as one thread."""
+    fused = mf.fuse(random_model(cbam, ("spot", "recog"), dtype=torch.float32, seed=4), mode="network")
+    inputs = random_inputs(3, dtype=torch.float32)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(8)  # 3 samples < 8 threads: branch/head split
+        split = fused(*inputs)
+        torch.set_num_threads(1)  # one thread runs whole samples
+        whole = fused(*inputs)
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(split, whole):
+        assert torch.equal(a, b)

@@ -41,62 +41,85 @@ struct NetScratch {
         feat(F * (M / 2) * (M / 2)) {}
 };
 
-// One sample: inputs[b] is the (1, 42, 42) map of branch b; out has c.outputs() values.
+// Branch b of one sample: input is its (1, 42, 42) map; writes the branch's
+// F pooled (14, 14) planes to `merged_channels` (its slice of the concat).
+template <typename T>
+void branch_forward(const NetConfig& c, const NetOffsets& o, const T* p, int b, const T* input,
+                    T* merged_channels, NetScratch<T>& s) {
+  constexpr int S = NetConfig::kInput;
+  const int k = NetConfig::kBranchKernel, f = NetConfig::kBranchFilters[b];
+  const BranchOffsets& br = o.branch[b];
+  cpu::pad_planes(input, 1, S, S, k, s.padded_in.data());
+  cpu::conv_same(s.padded_in.data(), 1, S, S, p + br.weight, p + br.bias, f, k, s.conv.data());
+  if (c.cbam_branches) {
+    cpu::relu_affine_pool(s.conv.data(), f, S, S, p + br.scale, p + br.shift, 1, s.act.data());
+    cpu::cbam_sample(s.act.data(), f, S, S, cbam_params(p, br.cbam, c.hidden[b], c.spatial_kernel),
+                     NetConfig::kBranchPool, merged_channels, s.cbam.data());
+  } else {
+    cpu::relu_affine_pool(s.conv.data(), f, S, S, p + br.scale, p + br.shift, NetConfig::kBranchPool,
+                          merged_channels);
+  }
+}
+
+// Channel offset of branch b in the (14, 14, 14) concat (order u, v, os).
+inline int branch_channel(int b) {
+  int channel = 0;
+  for (int i = 0; i < b; ++i) channel += NetConfig::kBranchFilters[i];
+  return channel;
+}
+
+// Offset of head h's values in one sample's output row (spot first, then recog).
+inline int head_output_offset(const NetOffsets& o, int h) {
+  int offset = 0;
+  for (int i = 0; i < h; ++i) offset += o.head[i].outputs;
+  return offset;
+}
+
+// Head h of one sample from its (14, 14, 14) concat, zero-padded for the 5x5
+// conv (see pad_planes); writes the head's outputs to `logits`.
+template <typename T>
+void head_forward(const NetConfig& c, const NetOffsets& o, const T* p, int h, const T* padded_merged, T* logits,
+                  NetScratch<T>& s) {
+  constexpr int M = NetConfig::kMerged, F = NetConfig::kHeadFilters;
+  const HeadOffsets& hd = o.head[h];
+  cpu::conv_same(padded_merged, M, M, M, p + hd.weight, p + hd.bias, F, NetConfig::kHeadKernel, s.head_conv.data());
+  if (c.cbam_merged) {
+    cpu::relu_affine_pool<T>(s.head_conv.data(), F, M, M, nullptr, nullptr, 1, s.head_act.data());
+    cpu::cbam_sample(s.head_act.data(), F, M, M, cbam_params(p, hd.cbam, c.hidden_head, c.spatial_kernel),
+                     NetConfig::kHeadPool, s.feat.data(), s.cbam.data());
+  } else {
+    cpu::relu_affine_pool<T>(s.head_conv.data(), F, M, M, nullptr, nullptr, NetConfig::kHeadPool, s.feat.data());
+  }
+  const int features = int(s.feat.size());
+  for (int j = 0; j < hd.outputs; ++j) {
+    const T* w = p + hd.dense_weight + int64_t(j) * features;
+    acc_t<T> acc = p[hd.dense_bias + j];
+    for (int i = 0; i < features; ++i) acc += acc_t<T>(w[i]) * s.feat[i];
+    logits[j] = T(acc);
+  }
+  if (hd.softmax) {
+    // Max-subtracted, as torch.softmax: exp never overflows; a NaN logit gives NaN probabilities.
+    T mx = logits[0];
+    for (int j = 1; j < hd.outputs; ++j) mx = nan_max(mx, logits[j]);
+    acc_t<T> sum = 0;
+    for (int j = 0; j < hd.outputs; ++j) {
+      logits[j] = T(std::exp(acc_t<T>(logits[j] - mx)));
+      sum += logits[j];
+    }
+    for (int j = 0; j < hd.outputs; ++j) logits[j] = T(logits[j] / sum);
+  }
+}
+
+// One whole sample on one thread: inputs[b] is the (1, 42, 42) map of branch b;
+// out has c.outputs() values.
 template <typename T>
 void forward_sample(const NetConfig& c, const NetOffsets& o, const T* p, const T* const inputs[3], T* out,
                     NetScratch<T>& s) {
-  constexpr int S = NetConfig::kInput, M = NetConfig::kMerged, F = NetConfig::kHeadFilters;
-  const int k = NetConfig::kBranchKernel;
-  int channel = 0;
-  for (int b = 0; b < 3; ++b) {
-    const int f = NetConfig::kBranchFilters[b];
-    const BranchOffsets& br = o.branch[b];
-    T* dst = s.merged.data() + int64_t(channel) * M * M;  // this branch's channels of the concat
-    cpu::pad_planes(inputs[b], 1, S, S, k, s.padded_in.data());
-    cpu::conv_same(s.padded_in.data(), 1, S, S, p + br.weight, p + br.bias, f, k, s.conv.data());
-    if (c.cbam_branches) {
-      cpu::relu_affine_pool(s.conv.data(), f, S, S, p + br.scale, p + br.shift, 1, s.act.data());
-      cpu::cbam_sample(s.act.data(), f, S, S, cbam_params(p, br.cbam, c.hidden[b], c.spatial_kernel),
-                       NetConfig::kBranchPool, dst, s.cbam.data());
-    } else {
-      cpu::relu_affine_pool(s.conv.data(), f, S, S, p + br.scale, p + br.shift, NetConfig::kBranchPool, dst);
-    }
-    channel += f;
-  }
+  constexpr int M = NetConfig::kMerged;
+  for (int b = 0; b < 3; ++b)
+    branch_forward(c, o, p, b, inputs[b], s.merged.data() + int64_t(branch_channel(b)) * M * M, s);
   cpu::pad_planes(s.merged.data(), M, M, M, NetConfig::kHeadKernel, s.padded_merged.data());
-  int written = 0;
-  for (int h = 0; h < o.heads; ++h) {
-    const HeadOffsets& hd = o.head[h];
-    cpu::conv_same(s.padded_merged.data(), M, M, M, p + hd.weight, p + hd.bias, F, NetConfig::kHeadKernel,
-                   s.head_conv.data());
-    if (c.cbam_merged) {
-      cpu::relu_affine_pool<T>(s.head_conv.data(), F, M, M, nullptr, nullptr, 1, s.head_act.data());
-      cpu::cbam_sample(s.head_act.data(), F, M, M, cbam_params(p, hd.cbam, c.hidden_head, c.spatial_kernel),
-                       NetConfig::kHeadPool, s.feat.data(), s.cbam.data());
-    } else {
-      cpu::relu_affine_pool<T>(s.head_conv.data(), F, M, M, nullptr, nullptr, NetConfig::kHeadPool, s.feat.data());
-    }
-    const int features = int(s.feat.size());
-    T* logits = out + written;
-    for (int j = 0; j < hd.outputs; ++j) {
-      const T* w = p + hd.dense_weight + int64_t(j) * features;
-      acc_t<T> acc = p[hd.dense_bias + j];
-      for (int i = 0; i < features; ++i) acc += acc_t<T>(w[i]) * s.feat[i];
-      logits[j] = T(acc);
-    }
-    if (hd.softmax) {
-      // Max-subtracted, as torch.softmax: exp never overflows; a NaN logit gives NaN probabilities.
-      T mx = logits[0];
-      for (int j = 1; j < hd.outputs; ++j) mx = nan_max(mx, logits[j]);
-      acc_t<T> sum = 0;
-      for (int j = 0; j < hd.outputs; ++j) {
-        logits[j] = T(std::exp(acc_t<T>(logits[j] - mx)));
-        sum += logits[j];
-      }
-      for (int j = 0; j < hd.outputs; ++j) logits[j] = T(logits[j] / sum);
-    }
-    written += hd.outputs;
-  }
+  for (int h = 0; h < o.heads; ++h) head_forward(c, o, p, h, s.padded_merged.data(), out + head_output_offset(o, h), s);
 }
 
 at::Tensor meanspot_net_cpu(const at::Tensor& u_in, const at::Tensor& v_in, const at::Tensor& os_in,
@@ -120,11 +143,43 @@ at::Tensor meanspot_net_cpu(const at::Tensor& u_in, const at::Tensor& v_in, cons
     scalar_t* outp = out.data_ptr<scalar_t>();
     constexpr int64_t plane = int64_t(NetConfig::kInput) * NetConfig::kInput;
     const int outputs = c.outputs();
-    at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
+    if (n >= at::get_num_threads()) {
+      // Enough samples for every thread: one sample at a time per thread.
+      at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
+        NetScratch<scalar_t> scratch(c.spatial_kernel);
+        for (int64_t i = begin; i < end; ++i) {
+          const scalar_t* inputs[3] = {up + i * plane, vp + i * plane, osp + i * plane};
+          forward_sample(c, o, pp, inputs, outp + i * outputs, scratch);
+        }
+      });
+      return;
+    }
+    // Fewer samples than threads (streaming, batch 1): split each sample into
+    // its three branches (u + v on one thread and os on another hold about
+    // equal work), then its heads; the concat of each sample is the only
+    // intermediate shared between the two regions. Same arithmetic per value
+    // as the path above, so results are bitwise identical.
+    constexpr int M = NetConfig::kMerged;
+    const int64_t merged_size = cpu::padded_size<scalar_t>(M, M, M, NetConfig::kHeadKernel);
+    std::vector<scalar_t> merged(n * int64_t(M) * M * M), padded(n * merged_size);
+    at::parallel_for(0, 3 * n, 1, [&](int64_t begin, int64_t end) {
       NetScratch<scalar_t> scratch(c.spatial_kernel);
-      for (int64_t i = begin; i < end; ++i) {
-        const scalar_t* inputs[3] = {up + i * plane, vp + i * plane, osp + i * plane};
-        forward_sample(c, o, pp, inputs, outp + i * outputs, scratch);
+      for (int64_t t = begin; t < end; ++t) {
+        const int64_t i = t / 3;
+        const int b = int(t % 3);
+        const scalar_t* input = (b == 0 ? up : b == 1 ? vp : osp) + i * plane;
+        branch_forward(c, o, pp, b, input, merged.data() + (i * M + branch_channel(b)) * M * M, scratch);
+      }
+    });
+    for (int64_t i = 0; i < n; ++i)
+      cpu::pad_planes(merged.data() + i * M * M * M, M, M, M, NetConfig::kHeadKernel, padded.data() + i * merged_size);
+    at::parallel_for(0, o.heads * n, 1, [&](int64_t begin, int64_t end) {
+      NetScratch<scalar_t> scratch(c.spatial_kernel);
+      for (int64_t t = begin; t < end; ++t) {
+        const int64_t i = t / o.heads;
+        const int h = int(t % o.heads);
+        head_forward(c, o, pp, h, padded.data() + i * merged_size, outp + i * outputs + head_output_offset(o, h),
+                     scratch);
       }
     });
   });
