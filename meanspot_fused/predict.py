@@ -127,13 +127,14 @@ class _Array:
         self.read_rows = read_rows
 
 
-def _npy_member(zf: zipfile.ZipFile, member: str, name: str, source: str) -> _Array:
-    """Stream an ``.npy`` inside an ``.npz``: header now, rows on demand, in order.
+def _npy_stream(fp, name: str, source: str) -> _Array:
+    """Stream an ``.npy`` from a binary file object: header now, rows on demand, in order.
 
-    ``np.load`` cannot memory-map an ``.npz`` member and would read the whole
-    array, so the member is read sequentially from the zip stream instead.
+    Used for ``.npz`` members (``np.load`` cannot memory-map them and would read
+    the whole array) and for plain ``.npy`` files: sequential reads keep the
+    resident memory at one batch, where a memory map would keep every page it
+    touched resident (20 GB after 1M samples, measured).
     """
-    fp = zf.open(member)
     try:
         version = np.lib.format.read_magic(fp)
         if version == (1, 0):
@@ -213,7 +214,7 @@ def open_features(path) -> Features:
     ``.npz`` with arrays ``u``, ``v``, ``os`` (each NCHW ``(N, 1, 42, 42)`` or NHWC
     ``(N, 42, 42, 1)``), or with one array ``x`` (or a sole array) of MEAN's
     stacked ``(N, 42, 42, 3)`` (channels u, v, os; ``(N, 3, 42, 42)`` also
-    accepted); or an ``.npy`` holding such a stacked array (memory-mapped).
+    accepted); or an ``.npy`` holding such a stacked array (read in batches).
     """
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -228,7 +229,7 @@ def open_features(path) -> Features:
             members = [m for m in zf.namelist() if m.endswith(".npy")]
             close = zf.close
             for m in members:
-                arrays[m[:-4]] = _npy_member(zf, m, m[:-4], path)
+                arrays[m[:-4]] = _npy_stream(zf.open(m), m[:-4], path)
         except (zipfile.BadZipFile, OSError, EOFError) as e:
             close()
             raise PredictError(f"{path}: not a readable .npz ({e})") from e
@@ -236,11 +237,13 @@ def open_features(path) -> Features:
             close()
             raise
     else:
+        fp = open(path, "rb")
+        close = fp.close
         try:
-            arr = np.load(path, mmap_mode="r", allow_pickle=False)
-        except (ValueError, OSError, EOFError) as e:
+            arrays["x"] = _npy_stream(fp, "x", path)
+        except PredictError as e:
+            close()
             raise PredictError(f"{path}: neither an .npz nor an .npy file ({e})") from e
-        arrays["x"] = _Array("x", tuple(arr.shape), arr.dtype, lambda a, b: arr[a:b])
     try:
         return _features(path, arrays, close)
     except PredictError:
