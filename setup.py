@@ -25,6 +25,11 @@ def _flag(name: str) -> bool:
     return os.environ.get(name, "0").lower() in ("1", "true", "yes", "on")
 
 
+def _torch_at_least(major: int, minor: int) -> bool:
+    parts = torch.__version__.split("+")[0].split(".")
+    return (int(parts[0]), int(parts[1])) >= (major, minor)
+
+
 def _cuda_wanted() -> tuple:
     if _flag("MEANSPOT_NO_CUDA"):
         return False, "disabled by MEANSPOT_NO_CUDA=1"
@@ -48,7 +53,12 @@ def _cuda_wanted() -> tuple:
 def get_extensions():
     use_cuda, why = _cuda_wanted()
     sources = sorted(glob.glob(os.path.join("csrc", "ops", "*.cpp")) + glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
-    cxx = ["-O3", "-std=c++17", "-DPy_LIMITED_API=0x03090000", "-fdiagnostics-color=always"]
+    # No -std flag: torch's cpp_extension picks the standard its headers need
+    # (C++17 up to torch 2.13, C++20 from 2.14).
+    cxx = ["-O3", "-fdiagnostics-color=always"]
+    # torch >= 2.6 defines Py_LIMITED_API itself for py_limited_api extensions.
+    limited_api = [] if _torch_at_least(2, 6) else ["-DPy_LIMITED_API=0x03090000"]
+    cxx += limited_api
     if not _flag("MEANSPOT_PORTABLE"):
         cxx.append("-march=native")
     extra = {"cxx": cxx}
@@ -58,7 +68,7 @@ def get_extensions():
         sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")) +
                           glob.glob(os.path.join("csrc", "cuda", "*.cpp")))
         # No --use_fast_math: the kernels must match the float64 reference.
-        extra["nvcc"] = ["-O3", "-std=c++17", "-DPy_LIMITED_API=0x03090000", "--expt-relaxed-constexpr"]
+        extra["nvcc"] = ["-O3", "--expt-relaxed-constexpr"] + limited_api
         define_macros.append(("MEANSPOT_WITH_CUDA", None))
         extension = CUDAExtension
     print("meanspot_fused build configuration:")

@@ -10,13 +10,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 export CUDA_HOME=${CUDA_HOME:-/usr/local/cuda}
-VENV=${MEANSPOT_CUDA_VENV:-$ROOT/.venv-cuda}
+# A venv outside the checkout, reused across runs (a CUDA torch is ~5 GB).
+VENV=${MEANSPOT_CUDA_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/meanspot_fused/venv-cuda}
 TORCH_CUDA_SPEC=${TORCH_CUDA_SPEC:-torch==2.14.1}
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-8.0;9.0}
 
 nvcc_major=$("$CUDA_HOME/bin/nvcc" --version | sed -n 's/.*release \([0-9]*\)\..*/\1/p')
 echo "cuda-check: nvcc major $nvcc_major, TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST"
-[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+[ -x "$VENV/bin/python" ] || { mkdir -p "$(dirname "$VENV")" && python3 -m venv "$VENV"; }
 if ! "$VENV/bin/python" -c "import torch, sys; sys.exit(0 if (torch.version.cuda or '').split('.')[0] == '$nvcc_major' else 1)" 2>/dev/null; then
   "$VENV/bin/python" -m pip install -q "$TORCH_CUDA_SPEC" numpy ninja "setuptools>=64" wheel
 fi

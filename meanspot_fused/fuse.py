@@ -21,19 +21,15 @@ _ops = torch.ops.meanspot_fused
 #: ``network``: the whole network in one op (one parallel region on CPU);
 #: ``ops``: one op per block (conv block, CBAM), concatenation and Dense in torch.
 MODES = ("network", "ops")
-_NETWORK_KERNEL: Dict[str, bool] = {}
+# Which device types have a meanspot_net kernel in this build, looked up once at
+# import (the lookup is not traceable by torch.compile, the dict is).
+_NETWORK_KERNEL: Dict[str, bool] = {
+    device: torch._C._dispatch_has_kernel_for_dispatch_key("meanspot_fused::meanspot_net", key)
+    for device, key in (("cpu", "CPU"), ("cuda", "CUDA"))
+}
 #: Largest batch the per-op path runs at once (its activations are about
 #: 60 KB per sample in float32); larger batches run in chunks of this size.
 OPS_CHUNK = 16384
-
-
-def _has_network_kernel(device_type: str) -> bool:
-    """Whether meanspot_net has a kernel for this device type in this build."""
-    if device_type not in _NETWORK_KERNEL:
-        key = {"cpu": "CPU", "cuda": "CUDA"}.get(device_type)
-        _NETWORK_KERNEL[device_type] = key is not None and torch._C._dispatch_has_kernel_for_dispatch_key(
-            "meanspot_fused::meanspot_net", key)
-    return _NETWORK_KERNEL[device_type]
 
 
 def fold_batchnorm(bn: nn.BatchNorm2d) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -190,7 +186,7 @@ class FusedMeanSpot(nn.Module):
                 ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
         check_inputs(u, v, os)
         self._check_params(u)
-        if self.mode == "network" and _has_network_kernel(u.device.type):
+        if self.mode == "network" and _NETWORK_KERNEL.get(u.device.type, False):
             out = _ops.meanspot_net(u, v, os, self.packed, self.net_config)
             if len(self.head_sizes) == 1:
                 return out

@@ -189,14 +189,14 @@ template <typename scalar_t, int COB>
 bool try_launch_tiled(const scalar_t* x, const scalar_t* weight, const scalar_t* bias, const scalar_t* scale,
                       const scalar_t* shift, const ConvShape& s, int device, cudaStream_t stream, scalar_t* out) {
   using acc = acc_t<scalar_t>;
-  if (tiled_smem_bytes<acc, COB>(s, 1) > gpu::kDefaultSmemBytes) return false;
-  // Tallest tile that fits in shared memory ...
-  int tile_rows = s.out_height;
-  while (tiled_smem_bytes<acc, COB>(s, tile_rows) > gpu::kDefaultSmemBytes) {
-    const int64_t fixed = tiled_smem_bytes<acc, COB>(s, 0);
-    const int64_t per_row = int64_t(sizeof(acc)) * s.cin * s.pool * (s.width + s.kernel - 1);
-    tile_rows = int(std::max<int64_t>(1, std::min<int64_t>(tile_rows - 1, (gpu::kDefaultSmemBytes - fixed) / per_row)));
-  }
+  constexpr int64_t kBudget = gpu::kDefaultSmemBytes;
+  if (tiled_smem_bytes<acc, COB>(s, 1) > kBudget) return false;
+  // Tallest tile that fits in shared memory (the size is linear in tile_rows
+  // up to the 16-byte rounding of each region, which the loop absorbs) ...
+  const int64_t per_row = int64_t(sizeof(acc)) * s.cin * s.pool * (s.width + s.kernel - 1);
+  int tile_rows = int(std::max<int64_t>(
+      1, std::min<int64_t>(s.out_height, (kBudget - tiled_smem_bytes<acc, COB>(s, 0)) / per_row)));
+  while (tiled_smem_bytes<acc, COB>(s, tile_rows) > kBudget) --tile_rows;  // stops at 1 at the latest
   // ... and shorter when the batch alone would leave SMs idle.
   const int co_blocks = int(gpu::ceil_div(s.cout, COB));
   const int64_t samples_blocks = s.batch * co_blocks;

@@ -44,30 +44,29 @@ inline at::ScalarType acc_scalar_type() {
   return c10::CppTypeToScalarType<acc_t<scalar_t>>::value;
 }
 
-// cudaDeviceGetAttribute, cached per device (attributes never change at run time).
-inline int device_attribute(cudaDeviceAttr attr, int slot, int device) {
-  constexpr int kMaxDevices = 64, kSlots = 2;
-  static std::atomic<int> cache[kMaxDevices * kSlots];  // static storage: zero = not yet read
+// cudaDeviceGetAttribute, cached per device and attribute (attributes never
+// change at run time; the cache keeps the runtime call off the launch path).
+template <cudaDeviceAttr kAttr>
+inline int device_attribute(int device) {
+  constexpr int kMaxDevices = 64;
+  static std::atomic<int> cache[kMaxDevices];  // static storage: 0 = not read yet
+  int v = 0;
   if (device < 0 || device >= kMaxDevices) {
-    int v = 0;
-    C10_CUDA_CHECK(cudaDeviceGetAttribute(&v, attr, device));
+    C10_CUDA_CHECK(cudaDeviceGetAttribute(&v, kAttr, device));
     return v;
   }
-  std::atomic<int>& entry = cache[device * kSlots + slot];
-  int v = entry.load(std::memory_order_relaxed);
+  v = cache[device].load(std::memory_order_relaxed);
   if (v == 0) {
-    C10_CUDA_CHECK(cudaDeviceGetAttribute(&v, attr, device));
-    entry.store(v, std::memory_order_relaxed);
+    C10_CUDA_CHECK(cudaDeviceGetAttribute(&v, kAttr, device));
+    cache[device].store(v, std::memory_order_relaxed);
   }
   return v;
 }
 
-inline int sm_count(int device) { return device_attribute(cudaDevAttrMultiProcessorCount, 0, device); }
+inline int sm_count(int device) { return device_attribute<cudaDevAttrMultiProcessorCount>(device); }
 
 // Largest dynamic shared memory one block may opt in to (227 KB on H100).
-inline int max_smem_optin(int device) {
-  return device_attribute(cudaDevAttrMaxSharedMemoryPerBlockOptin, 1, device);
-}
+inline int max_smem_optin(int device) { return device_attribute<cudaDevAttrMaxSharedMemoryPerBlockOptin>(device); }
 
 // Shared memory any kernel gets without opting in.
 constexpr int64_t kDefaultSmemBytes = 48 * 1024;
