@@ -18,8 +18,8 @@ export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-8.0;9.0}
 nvcc_major=$("$CUDA_HOME/bin/nvcc" --version | sed -n 's/.*release \([0-9]*\)\..*/\1/p')
 echo "cuda-check: nvcc major $nvcc_major, TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST"
 [ -x "$VENV/bin/python" ] || { mkdir -p "$(dirname "$VENV")" && python3 -m venv "$VENV"; }
-if ! "$VENV/bin/python" -c "import torch, sys; sys.exit(0 if (torch.version.cuda or '').split('.')[0] == '$nvcc_major' else 1)" 2>/dev/null; then
-  "$VENV/bin/python" -m pip install -q "$TORCH_CUDA_SPEC" numpy ninja "setuptools>=64" wheel
+if ! "$VENV/bin/python" -c "import h5py, tqdm, ninja, torch, sys; sys.exit(0 if (torch.version.cuda or '').split('.')[0] == '$nvcc_major' else 1)" 2>/dev/null; then
+  "$VENV/bin/python" -m pip install -q "$TORCH_CUDA_SPEC" numpy h5py tqdm ninja "setuptools>=64" wheel
 fi
 "$VENV/bin/python" -c "import torch; print('cuda-check: torch', torch.__version__, 'CUDA', torch.version.cuda)"
 
