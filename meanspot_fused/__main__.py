@@ -7,7 +7,9 @@ No output file is left behind unless the run completed.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from typing import List, Optional
 
 PROG = "meanspot-fused"
@@ -66,6 +68,10 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Run the command line with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
     parser = build_parser()
@@ -74,7 +80,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     except SystemExit as e:  # argparse exits on --help (0) and on usage errors (2)
         return e.code if isinstance(e.code, int) else 2
     if args.command == "predict":
-        return _predict(args)
+        # SIGTERM (a job scheduler's stop) cleans up like Ctrl-C: the partial
+        # temporary output is removed and nothing is written at the output path.
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+        try:
+            return _predict(args)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
     parser.print_help(sys.stderr)
     return 2
 

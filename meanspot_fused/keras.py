@@ -1221,9 +1221,17 @@ def load_keras(path: PathLike, *, heads: Optional[Sequence[str]] = None, cbam: O
         if spatial_order not in (("mean", "max"), ("max", "mean")):
             raise ValueError(f"spatial_order must be ('mean', 'max') or ('max', 'mean'), got {spatial_order!r}")
     opts = _Options(heads, cbam, recog_classes, cbam_ratio, branch_order, spatial_order)
-    store, graph = _read_file(path)
-    if graph is not None:
-        plan = _GraphWalker(graph, store, opts).walk()
-    else:
-        plan = _plan_from_weights(store, opts)
-    return _build(plan, store, opts)
+    try:
+        store, graph = _read_file(path)
+        if graph is not None:
+            plan = _GraphWalker(graph, store, opts).walk()
+        else:
+            plan = _plan_from_weights(store, opts)
+        return _build(plan, store, opts)
+    except (KerasFormatError, FileNotFoundError):
+        raise
+    except (UnicodeDecodeError, TypeError, KeyError, AttributeError, IndexError, OSError, RuntimeError) as e:
+        # A damaged file can break the reader anywhere (a garbled attribute, a
+        # group where a dataset should be); say so instead of a traceback.
+        raise KerasFormatError(f"{path}: not a readable Keras file (damaged or truncated?): "
+                               f"{type(e).__name__}: {e}") from e

@@ -20,6 +20,7 @@ import tempfile
 import time
 import warnings
 import zipfile
+import zlib
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -100,6 +101,15 @@ def load_model(path, **keras_options) -> MeanSpot:
     if not _is_torch_checkpoint(path):
         return load_keras(path, **keras_options)
     try:
+        # torch.load does not check the zip's CRCs: a flipped byte in a tensor
+        # would load as a silently wrong weight. testzip() reads every member.
+        with zipfile.ZipFile(path) as zf:
+            bad = zf.testzip()
+        if bad is not None:
+            raise PredictError(f"{path}: the PyTorch checkpoint is corrupted (CRC mismatch in {bad!r})")
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as e:
+        raise PredictError(f"{path}: the PyTorch checkpoint is corrupted ({e})") from e
+    try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch reports unpickling and zip errors with many exception types
         raise PredictError(f"{path}: cannot read the PyTorch checkpoint ({e})") from e
@@ -143,7 +153,7 @@ def _npy_stream(fp, name: str, source: str) -> _Array:
             shape, fortran, dtype = np.lib.format.read_array_header_2_0(fp)
         else:
             shape, fortran, dtype = np.lib.format._read_array_header(fp, version)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
         raise PredictError(f"{source}: array {name!r} is not a readable .npy ({e})") from e
     if dtype.hasobject:
         raise PredictError(f"{source}: array {name!r} has dtype {dtype}, expected numbers")
@@ -183,7 +193,7 @@ class Features:
         """Samples ``start:stop`` as three ``(k, 1, 42, 42)`` arrays in the file's dtype."""
         try:
             return self._split([a.read_rows(start, stop) for a in self.arrays])
-        except (OSError, zipfile.BadZipFile, EOFError) as e:  # zlib and zip errors of a damaged file
+        except (OSError, zipfile.BadZipFile, EOFError, zlib.error) as e:  # zip and deflate errors of a damaged file
             raise PredictError(f"{self.path}: cannot read samples {start}:{stop} ({e})") from e
 
     def close(self) -> None:
@@ -230,7 +240,7 @@ def open_features(path) -> Features:
             close = zf.close
             for m in members:
                 arrays[m[:-4]] = _npy_stream(zf.open(m), m[:-4], path)
-        except (zipfile.BadZipFile, OSError, EOFError) as e:
+        except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as e:
             close()
             raise PredictError(f"{path}: not a readable .npz ({e})") from e
         except PredictError:
@@ -462,13 +472,19 @@ def _warn(msg: str) -> None:
 
 
 def _warn_non_finite(maps, start: int, source: str, warn: Callable[[str], None]) -> bool:
-    """Warn (once) about NaN or infinite inputs; True when it warned."""
+    """Warn (once) about NaN or infinite inputs, naming the first such sample; True when it warned."""
+    first, names = None, []
     for name, m in zip(BRANCH_NAMES, maps):
         if m.dtype.kind == "f":
-            bad = ~np.isfinite(m)
+            bad = ~np.isfinite(m.reshape(m.shape[0], -1)).all(axis=1)
             if bad.any():
-                first = start + int(np.argmax(bad.reshape(bad.shape[0], -1).any(axis=1)))
-                warn(f"{source}: {name} has NaN or infinite values (first in sample {first}); the scores of "
-                     "such samples are not meaningful")
-                return True
-    return False
+                i = int(np.argmax(bad))
+                if first is None or i < first:
+                    first, names = i, [name]
+                elif i == first:
+                    names.append(name)
+    if first is None:
+        return False
+    warn(f"{source}: NaN or infinite values in {' and '.join(names)} (first in sample {start + first}); "
+         "the scores of such samples are not meaningful")
+    return True

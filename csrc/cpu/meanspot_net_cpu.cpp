@@ -44,12 +44,12 @@ struct NetScratch {
 // Branch b of one sample: input is its (1, 42, 42) map; writes the branch's
 // F pooled (14, 14) planes to `merged_channels` (its slice of the concat).
 template <typename T>
-void branch_forward(const NetConfig& c, const NetOffsets& o, const T* p, int b, const T* input,
+void branch_forward(const NetConfig& c, const NetOffsets& o, const T* p, int b, const cpu::StridedPlane<T>& input,
                     T* merged_channels, NetScratch<T>& s) {
   constexpr int S = NetConfig::kInput;
   const int k = NetConfig::kBranchKernel, f = NetConfig::kBranchFilters[b];
   const BranchOffsets& br = o.branch[b];
-  cpu::pad_planes(input, 1, S, S, k, s.padded_in.data());
+  cpu::pad_plane_strided(input, S, S, k, s.padded_in.data());
   cpu::conv_same(s.padded_in.data(), 1, S, S, p + br.weight, p + br.bias, f, k, s.conv.data());
   if (c.cbam_branches) {
     cpu::relu_affine_pool(s.conv.data(), f, S, S, p + br.scale, p + br.shift, 1, s.act.data());
@@ -113,7 +113,7 @@ void head_forward(const NetConfig& c, const NetOffsets& o, const T* p, int h, co
 // One whole sample on one thread: inputs[b] is the (1, 42, 42) map of branch b;
 // out has c.outputs() values.
 template <typename T>
-void forward_sample(const NetConfig& c, const NetOffsets& o, const T* p, const T* const inputs[3], T* out,
+void forward_sample(const NetConfig& c, const NetOffsets& o, const T* p, const cpu::StridedPlane<T> inputs[3], T* out,
                     NetScratch<T>& s) {
   constexpr int M = NetConfig::kMerged;
   for (int b = 0; b < 3; ++b)
@@ -129,26 +129,28 @@ at::Tensor meanspot_net_cpu(const at::Tensor& u_in, const at::Tensor& v_in, cons
   TORCH_CHECK(u_in.device().is_cpu(), op, ": u must be a CPU tensor here, got ", u_in.device());
   TORCH_CHECK(u_in.scalar_type() == at::kFloat || u_in.scalar_type() == at::kDouble, op,
               ": on CPU u, v, os must be float32 or float64, got ", u_in.scalar_type());
-  const at::Tensor u = u_in.contiguous(), v = v_in.contiguous(), os = os_in.contiguous(),
-                   params = params_in.contiguous();
+  // The inputs are read through their strides (any layout, expanded batches
+  // included) instead of copied: .contiguous() of an expanded 262,144-sample
+  // batch would allocate 5.5 GB.
+  const at::Tensor &u = u_in, &v = v_in, &os = os_in;
+  const at::Tensor params = params_in.contiguous();
   const NetOffsets o = layout_net(c);
   const int64_t n = u.size(0);
   at::Tensor out = at::empty({n, c.outputs()}, u.options());
   if (n == 0) return out;
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), op, [&] {
-    const scalar_t* up = u.data_ptr<scalar_t>();
-    const scalar_t* vp = v.data_ptr<scalar_t>();
-    const scalar_t* osp = os.data_ptr<scalar_t>();
+    auto sample = [&](const at::Tensor& t, int64_t i) {
+      return cpu::StridedPlane<scalar_t>{t.data_ptr<scalar_t>() + i * t.stride(0), t.stride(2), t.stride(3)};
+    };
     const scalar_t* pp = params.data_ptr<scalar_t>();
     scalar_t* outp = out.data_ptr<scalar_t>();
-    constexpr int64_t plane = int64_t(NetConfig::kInput) * NetConfig::kInput;
     const int outputs = c.outputs();
     if (n >= at::get_num_threads()) {
       // Enough samples for every thread: one sample at a time per thread.
       at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
         NetScratch<scalar_t> scratch(c.spatial_kernel);
         for (int64_t i = begin; i < end; ++i) {
-          const scalar_t* inputs[3] = {up + i * plane, vp + i * plane, osp + i * plane};
+          const cpu::StridedPlane<scalar_t> inputs[3] = {sample(u, i), sample(v, i), sample(os, i)};
           forward_sample(c, o, pp, inputs, outp + i * outputs, scratch);
         }
       });
@@ -167,8 +169,7 @@ at::Tensor meanspot_net_cpu(const at::Tensor& u_in, const at::Tensor& v_in, cons
       for (int64_t t = begin; t < end; ++t) {
         const int64_t i = t / 3;
         const int b = int(t % 3);
-        const scalar_t* input = (b == 0 ? up : b == 1 ? vp : osp) + i * plane;
-        branch_forward(c, o, pp, b, input, merged.data() + (i * M + branch_channel(b)) * M * M, scratch);
+        branch_forward(c, o, pp, b, sample(b == 0 ? u : b == 1 ? v : os, i), merged.data() + (i * M + branch_channel(b)) * M * M, scratch);
       }
     });
     for (int64_t i = 0; i < n; ++i)

@@ -62,6 +62,29 @@ inline void pad_planes(const T* __restrict__ in, int channels, int height, int w
   }
 }
 
+// One (H, W) plane read through element strides: any layout, expanded included.
+template <typename T>
+struct StridedPlane {
+  const T* data;
+  int64_t stride_h, stride_w;
+};
+
+// Zero-padded copy of one strided plane into (H + K - 1, padded_stride), data at offset K / 2.
+template <typename T>
+inline void pad_plane_strided(const StridedPlane<T>& in, int height, int width, int kernel, T* __restrict__ out) {
+  const int pad = same_pad(kernel), hp = height + kernel - 1, wp = padded_stride<T>(width, kernel);
+  std::fill(out, out + int64_t(hp) * wp, T(0));
+  for (int h = 0; h < height; ++h) {
+    T* dst = out + int64_t(h + pad) * wp + pad;
+    const T* src = in.data + h * in.stride_h;
+    if (in.stride_w == 1) {
+      std::memcpy(dst, src, sizeof(T) * width);
+    } else {
+      for (int w = 0; w < width; ++w) dst[w] = src[w * in.stride_w];
+    }
+  }
+}
+
 // CB output channels x RB output rows, one vector of columns starting at w0:
 // the CB * RB accumulators stay in registers across all cin * K * K taps; each
 // tap is RB vector loads and CB * RB broadcast FMAs. RB is chosen so that
@@ -148,8 +171,10 @@ inline void sigmoid_affine_inplace(T* v, int64_t n, T scale, T shift) {
 }
 
 // exp(x) on a float vector: Cephes expf (range reduction by ln 2, degree-5
-// polynomial, exponent by bit shift), about 1 ulp; NaN stays NaN, the result
-// saturates at exp(+-88.38) (so sigmoid(-inf) comes out as ~4e-39, not 0).
+// polynomial, exponent by bit shift), about 1 ulp; NaN stays NaN, x above
+// 88.376 gives +inf and x below -88.376 gives 0 (as expf overflows and
+// underflows, so sigmoid(-inf) is exactly 0 and inf * 0 gates give NaN as in
+// the reference).
 inline Vec<float>::type exp_vec(Vec<float>::type x) {
   using V = Vec<float>::type;
   typedef int32_t VI __attribute__((vector_size(64)));
@@ -170,7 +195,9 @@ inline Vec<float>::type exp_vec(Vec<float>::type x) {
   VI bits = (__builtin_convertvector(tf, VI) + 127) << 23;
   V pow2n;
   std::memcpy(&pow2n, &bits, sizeof(pow2n));
-  const V r = y * pow2n;
+  V r = y * pow2n;
+  r = in > 88.3762626647949f ? V{} + __builtin_inff() : r;
+  r = in < -88.3762626647949f ? V{} : r;
   return in != in ? in : r;
 }
 
