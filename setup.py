@@ -61,6 +61,13 @@ def get_extensions():
     cxx += limited_api
     if not _flag("MEANSPOT_PORTABLE"):
         cxx.append("-march=native")
+    # at::parallel_for's OpenMP backend is inline in ATen's headers: without
+    # -fopenmp here every "parallel" loop of ours would silently run on one
+    # thread. The soname libgomp.so.1 resolves to the copy torch already loaded.
+    link_args = []
+    if sys.platform.startswith("linux"):
+        cxx.append("-fopenmp")
+        link_args.append("-fopenmp")
     extra = {"cxx": cxx}
     define_macros = []
     extension = CppExtension
@@ -78,8 +85,8 @@ def get_extensions():
         print(f"  CUDA_HOME={CUDA_HOME} TORCH_CUDA_ARCH_LIST={os.environ.get('TORCH_CUDA_ARCH_LIST', '(torch default)')}")
     print(f"  C++ flags: {' '.join(cxx)}")
     print(f"  sources: {len(sources)}")
-    return [extension("meanspot_fused._C", sources, extra_compile_args=extra, define_macros=define_macros,
-                      py_limited_api=True, include_dirs=[os.path.join(ROOT, "csrc")])]
+    return [extension("meanspot_fused._C", sources, extra_compile_args=extra, extra_link_args=link_args,
+                      define_macros=define_macros, py_limited_api=True, include_dirs=[os.path.join(ROOT, "csrc")])]
 
 
 setup(

@@ -25,7 +25,9 @@ namespace meanspot {
 struct NetConfig {
   static constexpr int kInput = 42, kBranchKernel = 5, kHeadKernel = 5, kHeadFilters = 8;
   static constexpr int kBranchPool = 3, kHeadPool = 2, kMerged = 14, kConfigLen = 10;
-  static constexpr int kBranchFilters[3] = {3, 3, 8};
+  // Filters of branch b (u, v, os). A function, not a static array: nvcc
+  // cannot read a host static array from device code.
+  static constexpr MSF_HOST_DEVICE int branch_filters(int b) { return b == 2 ? 8 : 3; }
   bool cbam_branches, cbam_merged, has_spot, has_recog;
   int recog_classes, hidden[3], hidden_head, spatial_kernel;
 
@@ -73,7 +75,7 @@ MSF_HOST_DEVICE NetOffsets layout_net(const NetConfig& c) {
   int64_t at = 0;
   const int k = NetConfig::kBranchKernel;
   for (int b = 0; b < 3; ++b) {
-    const int f = NetConfig::kBranchFilters[b];
+    const int f = NetConfig::branch_filters(b);
     BranchOffsets& br = o.branch[b];
     br.weight = at; at += int64_t(f) * k * k;
     br.bias = at; at += f;

@@ -47,7 +47,7 @@ template <typename T>
 void branch_forward(const NetConfig& c, const NetOffsets& o, const T* p, int b, const cpu::StridedPlane<T>& input,
                     T* merged_channels, NetScratch<T>& s) {
   constexpr int S = NetConfig::kInput;
-  const int k = NetConfig::kBranchKernel, f = NetConfig::kBranchFilters[b];
+  const int k = NetConfig::kBranchKernel, f = NetConfig::branch_filters(b);
   const BranchOffsets& br = o.branch[b];
   cpu::pad_plane_strided(input, S, S, k, s.padded_in.data());
   cpu::conv_same(s.padded_in.data(), 1, S, S, p + br.weight, p + br.bias, f, k, s.conv.data());
@@ -64,7 +64,7 @@ void branch_forward(const NetConfig& c, const NetOffsets& o, const T* p, int b, 
 // Channel offset of branch b in the (14, 14, 14) concat (order u, v, os).
 inline int branch_channel(int b) {
   int channel = 0;
-  for (int i = 0; i < b; ++i) channel += NetConfig::kBranchFilters[i];
+  for (int i = 0; i < b; ++i) channel += NetConfig::branch_filters(i);
   return channel;
 }
 

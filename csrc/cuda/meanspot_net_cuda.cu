@@ -46,16 +46,8 @@
 
 #include "cuda_utils.cuh"  // first: defines MSF_HOST_DEVICE (meanspot_math.h)
 
-// net_layout.h's layout functions read NetConfig::kBranchFilters, a host-only
-// static array that nvcc rejects in device code; this file calls them on the
-// host only, so they are compiled as host functions here. (Drop this once
-// net_layout.h uses a constexpr function for the branch widths.)
-#undef MSF_HOST_DEVICE
-#define MSF_HOST_DEVICE inline
 #include "../net_layout.h"
 #include "../ops/ops.h"
-#undef MSF_HOST_DEVICE
-#define MSF_HOST_DEVICE __host__ __device__ __forceinline__
 
 namespace meanspot {
 namespace {

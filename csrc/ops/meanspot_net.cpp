@@ -27,8 +27,8 @@ NetConfig parse_net_config(at::IntArrayRef config) {
               config[4]);
   c.recog_classes = int(config[4]);
   for (int b = 0; b < 3; ++b) {
-    TORCH_CHECK(config[5 + b] >= 1 && config[5 + b] <= NetConfig::kBranchFilters[b], op, ": hidden width config[",
-                5 + b, "] must be in [1, ", NetConfig::kBranchFilters[b], "], got ", config[5 + b]);
+    TORCH_CHECK(config[5 + b] >= 1 && config[5 + b] <= NetConfig::branch_filters(b), op, ": hidden width config[",
+                5 + b, "] must be in [1, ", NetConfig::branch_filters(b), "], got ", config[5 + b]);
     c.hidden[b] = int(config[5 + b]);
   }
   TORCH_CHECK(config[8] >= 1 && config[8] <= NetConfig::kHeadFilters, op,
