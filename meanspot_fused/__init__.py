@@ -8,11 +8,25 @@
 """
 from . import ops
 from .fuse import FusedMeanSpot, fuse
-from .keras import KerasFormatError, load_keras
-from .predict import PredictError, load_model, predict_file, save_model
 from .reference import CBAM, HEADS, PLACEMENTS, MeanSpot
 
 __version__ = "0.1.0"
+
+# The Keras importer and the predict command need h5py (and tqdm); they load on
+# first use, so the ops, the reference and fuse() work in an environment
+# without them (a bare GPU machine with only torch).
+_LAZY = {"load_keras": "keras", "KerasFormatError": "keras", "PredictError": "predict",
+         "load_model": "predict", "save_model": "predict", "predict_file": "predict"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["CBAM", "MeanSpot", "PLACEMENTS", "HEADS", "fuse", "FusedMeanSpot", "ops", "load_keras",
            "KerasFormatError", "PredictError", "load_model", "save_model", "predict_file", "__version__"]
