@@ -48,6 +48,28 @@ def fold_batchnorm(bn: nn.BatchNorm2d) -> Tuple[torch.Tensor, torch.Tensor]:
     return scale, beta - mean * scale
 
 
+def _spatial_affine(cbam: CBAM) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The (1,) float64 scale and shift applied before CBAM's spatial sigmoid.
+
+    A BatchNorm after the spatial conv (official CBAM, timm) folds into them;
+    without one they are 1 and 0.
+    """
+    if cbam.spatial_bn is not None:
+        return fold_batchnorm(cbam.spatial_bn)
+    return torch.ones(1, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)
+
+
+def _dense_weight_nchw(head: _Head) -> torch.Tensor:
+    """The head's Dense weight with its input permuted from Keras's (H, W, C) flatten order to NCHW.
+
+    Column c*HW + h*W + w of the result is column (h*W + w)*C + c of the Dense weight.
+    """
+    dense = head.dense.weight.detach()
+    channels = head.conv.out_channels
+    side = int(round((dense.shape[1] // channels) ** 0.5))
+    return dense.reshape(dense.shape[0], side, side, channels).permute(0, 3, 1, 2).reshape(dense.shape[0], -1)
+
+
 class _CbamParams(nn.Module):
     """Buffers of one CBAM block in the layout of ``meanspot_fused::cbam``."""
 
@@ -58,11 +80,8 @@ class _CbamParams(nn.Module):
         self.register_buffer("mlp_w2", cbam.mlp2.weight.detach().clone())
         self.register_buffer("mlp_b2", cbam.mlp2.bias.detach().clone())
         self.register_buffer("spatial_weight", cbam.spatial.weight.detach().clone())
-        if cbam.spatial_bn is not None:
-            scale, shift = fold_batchnorm(cbam.spatial_bn)
-            self.spatial_scale, self.spatial_shift = float(scale[0]), float(shift[0])
-        else:
-            self.spatial_scale, self.spatial_shift = 1.0, 0.0
+        scale, shift = _spatial_affine(cbam)
+        self.spatial_scale, self.spatial_shift = float(scale[0]), float(shift[0])
 
     def forward(self, x: torch.Tensor, pool: int) -> torch.Tensor:
         return _ops.cbam(x, self.mlp_w1, self.mlp_b1, self.mlp_w2, self.mlp_b2, self.spatial_weight,
@@ -93,13 +112,8 @@ class _FusedHead(nn.Module):
         self.register_buffer("bias", head.conv.bias.detach().clone())
         self.pool = head.pool.kernel_size
         self.cbam = _CbamParams(head.cbam) if head.cbam is not None else None
-        # Keras flattens (H, W, C); the ops produce NCHW, so permute the Dense
-        # input dimension once: column c*HW + h*W + w <- column (h*W + w)*C + c.
-        dense = head.dense.weight.detach()
-        channels = head.conv.out_channels
-        side = int(round((dense.shape[1] // channels) ** 0.5))
-        self.register_buffer("dense_weight", dense.reshape(dense.shape[0], side, side, channels)
-                             .permute(0, 3, 1, 2).reshape(dense.shape[0], -1).clone())
+        # Keras flattens (H, W, C); the ops produce NCHW: permute once here.
+        self.register_buffer("dense_weight", _dense_weight_nchw(head).clone())
         self.register_buffer("dense_bias", head.dense.bias.detach().clone())
         self.softmax = head.softmax
 
@@ -113,11 +127,8 @@ class _FusedHead(nn.Module):
 
 
 def _pack_cbam(cbam: CBAM) -> List[torch.Tensor]:
-    if cbam.spatial_bn is not None:
-        scale, shift = fold_batchnorm(cbam.spatial_bn)
-    else:
-        scale, shift = torch.ones(1, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)
-    return [cbam.mlp1.weight, cbam.mlp1.bias, cbam.mlp2.weight, cbam.mlp2.bias, cbam.spatial.weight, scale, shift]
+    return [cbam.mlp1.weight, cbam.mlp1.bias, cbam.mlp2.weight, cbam.mlp2.bias, cbam.spatial.weight,
+            *_spatial_affine(cbam)]
 
 
 def pack_network(model: MeanSpot, dtype: torch.dtype) -> Tuple[torch.Tensor, List[int]]:
@@ -140,11 +151,11 @@ def pack_network(model: MeanSpot, dtype: torch.dtype) -> Tuple[torch.Tensor, Lis
         if in_branches:
             parts += _pack_cbam(branch.cbam)
     for name in model.head_names:
-        head = _FusedHead(model.heads[name])
-        parts += [head.weight, head.bias]
+        head = model.heads[name]
+        parts += [head.conv.weight, head.conv.bias]
         if in_merged:
-            parts += _pack_cbam(model.heads[name].cbam)
-        parts += [head.dense_weight, head.dense_bias]
+            parts += _pack_cbam(head.cbam)
+        parts += [_dense_weight_nchw(head), head.dense.bias]
     packed = torch.cat([p.detach().reshape(-1).to(torch.float64) for p in parts]).to(dtype)
     return packed, config
 

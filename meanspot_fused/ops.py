@@ -12,6 +12,7 @@ from typing import Optional, Tuple
 import torch
 
 from . import _C  # noqa: F401  (import registers the ops with the dispatcher)
+from .reference import check_inputs
 
 __all__ = ["conv_block", "channel_pool", "spatial_pool", "cbam", "meanspot_net"]
 
@@ -133,7 +134,6 @@ def meanspot_net(u: torch.Tensor, v: torch.Tensor, os: torch.Tensor, params: tor
     u, v, os: (N, 1, 42, 42). Returns (N, outputs): the spot score (if that
     head exists) then the recog probabilities (if that head exists).
     """
-    from .reference import check_inputs
     check_inputs(u, v, os)
     _check_tensor("params", params, 1, "(P,)")
     _check_like("params", params, u)

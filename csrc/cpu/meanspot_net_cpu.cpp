@@ -34,7 +34,7 @@ struct NetScratch {
         conv(8 * S * S),
         act(8 * S * S),
         cbam(cpu::cbam_scratch_size<T>(8, 8, S, S, spatial_kernel)),
-        merged(M * (M) * (M)),
+        merged(M * M * M),
         padded_merged(cpu::padded_size<T>(M, M, M, NetConfig::kHeadKernel)),
         head_conv(F * M * M),
         head_act(F * M * M),

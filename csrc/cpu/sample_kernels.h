@@ -47,21 +47,6 @@ inline int64_t padded_size(int channels, int height, int width, int kernel) {
   return int64_t(channels) * (height + kernel - 1) * padded_stride<T>(width, kernel);
 }
 
-// Zero-padded copy of (C, H, W) planes into (C, H + K - 1, padded_stride) with
-// the data at row/column offset K / 2.
-template <typename T>
-inline void pad_planes(const T* __restrict__ in, int channels, int height, int width, int kernel,
-                       T* __restrict__ out) {
-  const int pad = same_pad(kernel), hp = height + kernel - 1, wp = padded_stride<T>(width, kernel);
-  std::fill(out, out + int64_t(channels) * hp * wp, T(0));
-  for (int c = 0; c < channels; ++c) {
-    for (int h = 0; h < height; ++h) {
-      std::memcpy(out + (int64_t(c) * hp + h + pad) * wp + pad, in + (int64_t(c) * height + h) * width,
-                  sizeof(T) * width);
-    }
-  }
-}
-
 // One (H, W) plane read through element strides: any layout, expanded included.
 template <typename T>
 struct StridedPlane {
@@ -83,6 +68,17 @@ inline void pad_plane_strided(const StridedPlane<T>& in, int height, int width, 
       for (int w = 0; w < width; ++w) dst[w] = src[w * in.stride_w];
     }
   }
+}
+
+// Zero-padded copy of (C, H, W) planes into (C, H + K - 1, padded_stride) with
+// the data at row/column offset K / 2.
+template <typename T>
+inline void pad_planes(const T* __restrict__ in, int channels, int height, int width, int kernel,
+                       T* __restrict__ out) {
+  const int64_t padded_plane = int64_t(height + kernel - 1) * padded_stride<T>(width, kernel);
+  for (int c = 0; c < channels; ++c)
+    pad_plane_strided(StridedPlane<T>{in + int64_t(c) * height * width, width, 1}, height, width, kernel,
+                      out + c * padded_plane);
 }
 
 // CB output channels x RB output rows, one vector of columns starting at w0:
