@@ -8,7 +8,7 @@ One run measures, on the same inputs and the same machine:
 * ``compile``     ``torch.compile`` of the reference (default mode, one static graph per batch);
 * ``compile-ro``  (CUDA) ``torch.compile(mode="reduce-overhead")``;
 * ``onnx``        ONNX Runtime on an ONNX export of the reference (optional dependency);
-* ``fused[m]``    ``meanspot_fused.fuse(model, mode=m)`` for every mode in ``meanspot_fused.fuse.MODES``.
+* ``fused[m]``    ``meanspot_fused.fuse(model, mode=m)`` for every mode in ``meanspot_fused.network.fuse.MODES``.
 
 Every implementation is first checked against a float64 copy of the reference
 on the benchmark inputs (max abs diff printed; the fused column is aborted, and
@@ -52,10 +52,10 @@ except ImportError:  # running from a checkout that is not installed
     sys.path.insert(0, str(HERE.parent))
     import meanspot_fused
 from meanspot_fused import MeanSpot, fuse
-from meanspot_fused.reference import BRANCH_FILTERS, HEAD_FILTERS, HEADS, INPUT_SIZE, PLACEMENTS
+from meanspot_fused.network.reference import BRANCH_FILTERS, HEAD_FILTERS, HEADS, INPUT_SIZE, PLACEMENTS
 
-# ``meanspot_fused.fuse`` the attribute is the function; the submodule holds MODES.
-FUSE_MODES = tuple(importlib.import_module("meanspot_fused.fuse").MODES)
+# ``meanspot_fused.network.fuse`` the attribute is the function; the submodule holds MODES.
+FUSE_MODES = tuple(importlib.import_module("meanspot_fused.network.fuse").MODES)
 
 #: Conv kernel of the branch and head convolutions (fixed by the architecture).
 CONV_KERNEL = 5
@@ -608,7 +608,7 @@ def parse_args(argv=None):
     args.modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
     bad = [m for m in args.modes if m not in FUSE_MODES]
     if bad:
-        p.error(f"--modes: unknown {bad}; meanspot_fused.fuse.MODES is {FUSE_MODES}")
+        p.error(f"--modes: unknown {bad}; meanspot_fused.network.fuse.MODES is {FUSE_MODES}")
     if args.threads < 1:
         p.error("--threads must be >= 1")
     return args

@@ -50,7 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import meanspot_fused as mf  # noqa: E402
-from meanspot_fused.fuse import MODES  # noqa: E402
+from meanspot_fused.network.fuse import MODES  # noqa: E402
 
 SAMPLE_BYTES = 42 * 42 * 3 * 4
 MIN_SAMPLES_IF_DISK_SHORT = 2_000_000
@@ -207,7 +207,7 @@ def run_predict(model: Path, features: Path, output: Path, batch_size: int, thre
 def check_scores(model_path: Path, features: Path, scores: Path, n: int, k: int = 2048) -> dict:
     """Scores of the first and last k samples against the fused module in this process (bitwise:
     network mode does not depend on the batch a sample is in)."""
-    from meanspot_fused.predict import load_model
+    from meanspot_fused.io.checkpoints import load_model
     fused = mf.fuse(load_model(model_path))
     x = np.load(features, mmap_mode="r")
     s = np.load(scores, mmap_mode="r")
@@ -238,7 +238,7 @@ def predict_at_scale(args) -> dict:
                 f"{free / 2**30:.1f} GiB free, {args.disk_reserve_gb:g} GiB kept free)")
         print(f"note: {note}", file=sys.stderr)
     features, model_path, scores = workdir / "features.npy", workdir / "model.pt", workdir / "scores.npy"
-    from meanspot_fused.predict import save_model
+    from meanspot_fused.io.checkpoints import save_model
     save_model(seeded_model(), model_path)
     print(f"(a) writing {n:,} samples ({n * SAMPLE_BYTES / 1e9:.1f} GB) to {features}", file=sys.stderr)
     gen_s = write_stacked_npy(features, n)

@@ -4,19 +4,22 @@
 * :mod:`meanspot_fused.ops`: the fused torch ops (conv block, CBAM pools, CBAM).
 * :func:`fuse`: a drop-in module computing a ``MeanSpot`` through the ops.
 * :func:`load_keras`: Keras files (TF 2.x and Keras 3) to ``MeanSpot``, h5py only.
-* ``python -m meanspot_fused predict``: score feature files (:mod:`meanspot_fused.predict`).
+* :func:`save_model` / :func:`load_model`: PyTorch checkpoints (and Keras files).
+* ``python -m meanspot_fused predict``: score feature files (:func:`predict_file`).
+
+The code is organised by stage: :mod:`.network` (reference, ops, fuse),
+:mod:`.io` (Keras files, checkpoints, feature files), :mod:`.predict` and
+:mod:`.cli` (the command line).
 """
-from . import ops
-from .fuse import FusedMeanSpot, fuse
-from .reference import CBAM, HEADS, PLACEMENTS, MeanSpot
+from .network import CBAM, HEADS, PLACEMENTS, FusedMeanSpot, MeanSpot, fuse, ops
 
 __version__ = "0.1.0"
 
 # The Keras importer and the predict command need h5py (and tqdm); they load on
 # first use, so the ops, the reference and fuse() work in an environment
 # without them (a bare GPU machine with only torch).
-_LAZY = {"load_keras": "keras", "KerasFormatError": "keras", "PredictError": "predict",
-         "load_model": "predict", "save_model": "predict", "predict_file": "predict"}
+_LAZY = {"load_keras": "io.keras", "KerasFormatError": "io.errors", "PredictError": "io.errors",
+         "load_model": "io.checkpoints", "save_model": "io.checkpoints", "predict_file": "predict"}
 
 
 def __getattr__(name):

@@ -30,7 +30,7 @@ import h5py
 import numpy as np
 import torch
 
-from meanspot_fused.reference import BRANCH_NAMES, MeanSpot
+from meanspot_fused.network.reference import BRANCH_NAMES, MeanSpot
 
 Ref = Tuple[str, int, int]
 
@@ -397,7 +397,7 @@ def write_keras3_zip(g: KerasGraph, path, record_names: bool = True) -> None:
         zf.writestr("model.weights.h5", buf.getvalue())
 
 
-#: layout name (as in ``meanspot_fused.keras.LAYOUTS``) -> (writer, file suffix)
+#: layout name (as in ``meanspot_fused.io.keras.LAYOUTS``) -> (writer, file suffix)
 WRITERS = {
     "tf2-weights": (write_tf2_weights, ".h5"),
     "tf2-model": (write_tf2_model, ".h5"),

@@ -14,7 +14,7 @@ import torch
 
 import meanspot_fused as mf
 from meanspot_fused import ops
-from meanspot_fused.fuse import MODES
+from meanspot_fused.network.fuse import MODES
 
 from helpers import (HEAD_SETS, as_tuple, cbam_ref, channel_pool_ref, conv_block_ref, random_inputs, random_model,
                      spatial_pool_ref)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import meanspot_fused as mf
-from meanspot_fused.fuse import pack_network
+from meanspot_fused.network.fuse import pack_network
 
 from helpers import HEAD_SETS, as_tuple, random_inputs, random_model
 

@@ -151,7 +151,7 @@ def test_direct_op_abuse_in_subprocess_raises_not_crashes():
 
 def _net_args():
     import meanspot_fused as mf
-    from meanspot_fused.fuse import pack_network
+    from meanspot_fused.network.fuse import pack_network
     model = mf.MeanSpot("all", ("spot", "recog")).eval()
     packed, config = pack_network(model, torch.float32)
     u = torch.rand(2, 1, 42, 42)

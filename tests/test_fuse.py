@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import meanspot_fused as mf
-from meanspot_fused.fuse import MODES
+from meanspot_fused.network.fuse import MODES
 
 from helpers import HEAD_SETS, as_tuple, random_inputs, random_model
 
@@ -118,8 +118,8 @@ def test_torch_export(mode):
 def test_ops_mode_chunks_big_batches(monkeypatch):
     """Batches above OPS_CHUNK run in chunks; results equal the unchunked reference."""
     import sys
-    # (meanspot_fused.fuse the attribute is the function; the module is in sys.modules)
-    monkeypatch.setattr(sys.modules["meanspot_fused.fuse"], "OPS_CHUNK", 5)
+    # (meanspot_fused.network.fuse the attribute is the function; the module is in sys.modules)
+    monkeypatch.setattr(sys.modules["meanspot_fused.network.fuse"], "OPS_CHUNK", 5)
     ref = random_model("all", ("spot", "recog"), seed=11)
     inputs = random_inputs(17)
     for g, e in zip(mf.fuse(ref, mode="ops")(*inputs), ref(*inputs)):

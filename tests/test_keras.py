@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import keras_files as kf  # noqa: E402
 
 import meanspot_fused  # noqa: E402
-from meanspot_fused.keras import LAYOUTS, KerasFormatError, load_keras  # noqa: E402
+from meanspot_fused.io.keras import LAYOUTS, KerasFormatError, load_keras  # noqa: E402
 
 CASES = Path(os.environ.get("MEANSPOT_KERAS_CASES",
                             Path(__file__).resolve().parents[1].parent / "shared" / "keras_cases"))

@@ -14,9 +14,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import keras_files as kf  # noqa: E402
 
 import meanspot_fused  # noqa: E402
-from meanspot_fused.__main__ import main  # noqa: E402
-from meanspot_fused.predict import PredictError, load_model, open_features, save_model  # noqa: E402
-from meanspot_fused.reference import MeanSpot  # noqa: E402
+from meanspot_fused.cli import main  # noqa: E402
+from meanspot_fused.io.checkpoints import load_model, save_model  # noqa: E402
+from meanspot_fused.io.errors import PredictError  # noqa: E402
+from meanspot_fused.io.feature_files import open_features  # noqa: E402
+from meanspot_fused.network.reference import MeanSpot  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 N, BATCH = 7, 3  # several batches and a short last one

@@ -27,8 +27,8 @@ from hypothesis import strategies as st
 
 import meanspot_fused as mf
 from meanspot_fused import ops
-from meanspot_fused.fuse import MODES
-from meanspot_fused.reference import PLACEMENTS
+from meanspot_fused.network.fuse import MODES
+from meanspot_fused.network.reference import PLACEMENTS
 
 from helpers import HEAD_SETS, as_tuple, cbam_ref, channel_pool_ref, conv_block_ref, random_model, spatial_pool_ref
 

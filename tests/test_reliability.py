@@ -45,11 +45,11 @@ ROOT = TESTS.parent
 sys.path.insert(0, str(TESTS))
 import keras_files as kf  # noqa: E402
 
-from meanspot_fused.__main__ import main  # noqa: E402
-from meanspot_fused.keras import LAYOUTS, KerasFormatError, load_keras  # noqa: E402
-from meanspot_fused.predict import save_model  # noqa: E402
+from meanspot_fused.cli import main  # noqa: E402
+from meanspot_fused.io.keras import LAYOUTS, KerasFormatError, load_keras  # noqa: E402
+from meanspot_fused.io.checkpoints import save_model  # noqa: E402
 
-from meanspot_fused.fuse import MODES  # noqa: E402
+from meanspot_fused.network.fuse import MODES  # noqa: E402
 
 DTYPES = (torch.float32, torch.float64)
 MODEL_KW = dict(cbam="all", heads=("spot", "recog"), recog_classes=4, seed=11)

@@ -11,7 +11,7 @@ from typing import Optional, Tuple
 
 import torch
 
-from . import _C  # noqa: F401  (import registers the ops with the dispatcher)
+from .. import _C  # noqa: F401  (import registers the ops with the dispatcher)
 from .reference import check_inputs
 
 __all__ = ["conv_block", "channel_pool", "spatial_pool", "cbam", "meanspot_net"]

@@ -13,6 +13,7 @@ from typing import Dict, List, Tuple, Union
 import torch
 from torch import nn
 
+from . import ops  # noqa: F401  (loads the ops and registers their fake kernels)
 from .reference import BRANCH_NAMES, CBAM, MeanSpot, _Branch, _Head, check_inputs
 
 __all__ = ["fuse", "FusedMeanSpot", "fold_batchnorm"]

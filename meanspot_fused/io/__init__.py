@@ -1,0 +1,10 @@
+"""The edges of the pipeline: files in and out; kernels never read files.
+
+* :mod:`.keras`: Keras files (TF 2.x and Keras 3) to a ``MeanSpot`` (needs
+  h5py, so it is imported only where used).
+* :mod:`.checkpoints`: PyTorch ``MeanSpot`` checkpoints (``save_model``,
+  ``load_model``, which also reads Keras files).
+* :mod:`.feature_files`: feature files streamed in batches, score files written.
+* :mod:`.atomic`: files that appear only when complete (temporary file beside, ``os.replace``).
+* :mod:`.errors`: ``KerasFormatError`` and ``PredictError``.
+"""
