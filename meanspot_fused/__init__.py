@@ -11,7 +11,12 @@ The code is organised by stage: :mod:`.network` (reference, ops, fuse),
 :mod:`.io` (Keras files, checkpoints, feature files), :mod:`.predict` and
 :mod:`.cli` (the command line).
 """
-from .network import CBAM, HEADS, PLACEMENTS, FusedMeanSpot, MeanSpot, fuse, ops
+from . import ops
+# meanspot_fused.fuse is also the old path of a module (fuse.py). It is loaded
+# before the name is bound to the function: loaded later, the import system
+# would rebind the attribute fuse to the module.
+from . import fuse  # noqa: F401
+from .network import CBAM, HEADS, PLACEMENTS, FusedMeanSpot, MeanSpot, fuse  # noqa: F811
 
 __version__ = "0.1.0"
 
