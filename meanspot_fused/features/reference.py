@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["TVL1_DEFAULTS", "opencv_flow", "mean_strain", "mean_preprocess", "mean_boxes"]
+__all__ = ["TVL1_DEFAULTS", "opencv_flow", "mean_strain", "mean_normalised_maps", "mean_preprocess", "mean_boxes"]
 
 #: MEAN's TV-L1 parameters (OpenCV's defaults), under the names of our API.
 TVL1_DEFAULTS = dict(tau=0.25, lambda_=0.15, theta=0.3, scales=5, warps=5, epsilon=0.01, inner_iterations=30,
@@ -132,21 +132,32 @@ def mean_preprocess(img1, img2, landmarks, flow=None) -> np.ndarray:
     if flow is None:
         tvl1 = cv2.optflow.DualTVL1OpticalFlow_create()
         flow = tvl1.calc(img1, img2, None)
-    else:
-        flow = np.asarray(flow, np.float32)
-        if flow.ndim == 3 and flow.shape[0] == 2 and flow.shape[2] != 2:
-            flow = flow.transpose(1, 2, 0)
-        if flow.ndim != 3 or flow.shape[2] != 2:
-            raise ValueError(f"flow must have shape (2, H, W) or (H, W, 2), got {flow.shape}")
-    magnitude, angle = cv2.cartToPolar(flow[..., 0], flow[..., 1])
+    final = mean_normalised_maps(flow)
+    eyes, mouth = mean_boxes(landmarks)
+    out = np.zeros((42, 42, 3))
+    out[:21] = cv2.resize(final[eyes], (42, 21))
+    out[21:] = cv2.resize(final[mouth], (42, 21))
+    return out
+
+
+def mean_normalised_maps(flow) -> np.ndarray:
+    """MEAN's (H, W, 3) float64 map (u, v, os), each channel min-max normalised, before the ROIs.
+
+    flow: (2, H, W) or (H, W, 2) float32. cartToPolar, NumPy's pol2cart in
+    float32, :func:`mean_strain`, the float64 stack, ``cv2.normalize``
+    (NORM_MINMAX, 0..1) per channel.
+    """
+    cv2 = _cv2()
+    flow = np.asarray(flow, np.float32)
+    if flow.ndim == 3 and flow.shape[0] == 2 and flow.shape[2] != 2:
+        flow = flow.transpose(1, 2, 0)
+    if flow.ndim != 3 or flow.shape[2] != 2:
+        raise ValueError(f"flow must have shape (2, H, W) or (H, W, 2), got {flow.shape}")
+    magnitude, angle = cv2.cartToPolar(np.ascontiguousarray(flow[..., 0]), np.ascontiguousarray(flow[..., 1]))
     u, v = magnitude * np.cos(angle), magnitude * np.sin(angle)
     os = mean_strain(u, v)
     final = np.zeros(flow.shape[:2] + (3,))
     final[:, :, 0], final[:, :, 1], final[:, :, 2] = u, v, os
     for channel in range(3):
         final[:, :, channel] = cv2.normalize(final[:, :, channel], None, alpha=0, beta=1, norm_type=cv2.NORM_MINMAX)
-    eyes, mouth = mean_boxes(landmarks)
-    out = np.zeros((42, 42, 3))
-    out[:21] = cv2.resize(final[eyes], (42, 21))
-    out[21:] = cv2.resize(final[mouth], (42, 21))
-    return out
+    return final
