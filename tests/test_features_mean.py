@@ -128,7 +128,7 @@ def test_optical_strain_matches_pandas(cv_flows):
         assert ref.dtype == np.float32  # MEAN's strain runs in float32
         worst = max(worst, float(np.abs(g - ref).max() / max(np.abs(ref).max(), 1e-30)))
     # Float32 rounding: torch evaluates the angle polynomial without FMA and
-    # cos/sin with its own vector libm; measured about 3e-6 of the map's max.
+    # cos/sin with its own vector libm; measured up to 4e-6 of the map's max.
     assert worst <= 2e-5, worst
 
 
