@@ -341,7 +341,8 @@ def test_video_features_plumbing(opencv_as_tvl1):
     assert torch.equal(video_features(frames, 3, np.stack([lm] * 6), batch_size=1), got)
 
 
-@pytest.mark.parametrize("k, match", [(0, r"k must be in \[1, T - 1\]"), (9, r"k must be in"), (2.0, "k must be an int")])
+@pytest.mark.parametrize("k, match", [(0, r"k must be in \[1, T - 1\]"), (9, r"k must be in"),
+                                      (2.0, "k must be an int")])
 def test_video_features_bad_k(opencv_as_tvl1, k, match):
     from meanspot_fused.features import video_features
 

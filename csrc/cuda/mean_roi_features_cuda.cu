@@ -37,7 +37,8 @@ constexpr int kOutPlane = features::kOutSize * features::kOutSize;
 __device__ Range block_range(const FlowView& f, Range* warp_ranges) {
   Range r = Range::empty();
   const int64_t pixels = int64_t(f.height) * f.width;
-  for (int64_t p = threadIdx.x; p < pixels; p += kThreads) r.add(features::maps_at(f, int(p / f.width), int(p % f.width)));
+  for (int64_t p = threadIdx.x; p < pixels; p += kThreads)
+    r.add(features::maps_at(f, int(p / f.width), int(p % f.width)));
   for (int k = 0; k < features::kChannels; ++k) {
     for (int offset = 16; offset > 0; offset /= 2) {
       r.lo[k] = ::fminf(r.lo[k], __shfl_xor_sync(gpu::kFullMask, r.lo[k], offset));

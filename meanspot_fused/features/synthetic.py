@@ -103,8 +103,9 @@ def face_landmarks() -> np.ndarray:
 
     The mean-face template mapped by the affine transform that best fits the
     hand-located anchors (eye corners, nose base, mouth corners, chin), the
-    lips refitted to the located mouth points (the face smiles), then the ten points MEAN's ROIs use (17, 19, 24, 26, 41, 46, 50, 57, 60, 64)
-    set to their hand-located positions on the brows, eyes and lips.
+    lips refitted to the located mouth points (the face smiles), then the
+    ten points MEAN's ROIs use (17, 19, 24, 26, 41, 46, 50, 57, 60, 64) set
+    to their hand-located positions on the brows, eyes and lips.
     """
     pts = _fit(_TEMPLATE, _ANCHORS)
     # The open smile: the lips get their own fit to the located mouth points.
