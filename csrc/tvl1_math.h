@@ -97,7 +97,12 @@ struct LinearTap {
 };
 
 TVL1_HD LinearTap linear_tap(int d, double scale, int n) {
+#ifdef __CUDA_ARCH__
+  // nvcc contracts a * b - c into an FMA unless the operations are spelled out.
+  const double f = __dsub_rn(__dmul_rn(d + 0.5, scale), 0.5);
+#else
   const double f = (d + 0.5) * scale - 0.5;
+#endif
   int s = static_cast<int>(floor(f));
   float t = static_cast<float>(f - s);
   if (s < 0) {
