@@ -31,7 +31,7 @@ FORCE_CUDA=1 MAX_JOBS=${MAX_JOBS:-2} "$VENV/bin/python" setup.py -q build_ext --
 "$VENV/bin/python" - <<'PY'
 import torch
 import meanspot_fused  # noqa: F401  (runs the op registrations)
-ops = ["conv_block", "channel_pool", "spatial_pool", "cbam", "meanspot_net"]
+ops = ["conv_block", "channel_pool", "spatial_pool", "cbam", "meanspot_net", "mean_roi_features", "tvl1_flow"]
 missing = [op for op in ops
            if not torch._C._dispatch_has_kernel_for_dispatch_key(f"meanspot_fused::{op}", "CUDA")]
 assert not missing, f"no CUDA kernel registered for {missing}"

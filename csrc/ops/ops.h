@@ -44,4 +44,17 @@ NetConfig parse_net_config(at::IntArrayRef config);
 NetConfig check_meanspot_net_args(const at::Tensor& u, const at::Tensor& v, const at::Tensor& os,
                                   const at::Tensor& params, at::IntArrayRef config);
 
+namespace tvl1 {
+struct Params;  // tvl1_math.h; declared here so the other ops do not rebuild with it
+}
+
+// Largest frame side tvl1_flow accepts.
+constexpr int kTvl1MaxSide = 1024;
+
+// prev, next: (N, H, W) uint8 or float32 of one device, 16 <= H, W <= 1024;
+// the solver parameters in OpenCV's admissible ranges. Returns them packed.
+tvl1::Params check_tvl1_flow_args(const at::Tensor& prev, const at::Tensor& next, double tau, double lambda,
+                                  double theta, int64_t scales, int64_t warps, double epsilon, int64_t inner,
+                                  int64_t outer, double scale_step, int64_t median);
+
 }  // namespace meanspot

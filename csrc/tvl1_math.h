@@ -1,0 +1,296 @@
+// TV-L1 optical flow math shared by the CPU and CUDA kernels of
+// meanspot_fused::tvl1_flow.
+//
+// The solver is OpenCV's DualTVL1OpticalFlow (opencv_contrib optflow,
+// following Sanchez, Meinhardt-Llopis, Facciolo, IPOL 2013), step for step, so
+// that the same frames give the same flow and the same early stops:
+//   pyramid   level s+1 = resize(level s, factor scale_step, INTER_LINEAR);
+//             levels under 16 px in either side are dropped;
+//   per level p = 0; `warps` times: warp I1, I1x, I1y by the flow (bicubic,
+//             A = -0.75, constant-0 border), then up to outer x inner
+//             primal-dual iterations, the flow median-filtered before each
+//             outer one; stop once the summed squared update of an inner
+//             iteration (a serial float sum, row-major) is <= eps^2 * pixels;
+//   between levels the flow is resized (INTER_LINEAR) and divided by scale_step.
+// Everything here is a pure function of its arguments; the kernels own the
+// loops, the memory layout and the parallel split.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#ifdef __CUDACC__
+#define TVL1_HD __host__ __device__ __forceinline__
+#else
+#define TVL1_HD inline
+#endif
+
+namespace meanspot {
+namespace tvl1 {
+
+// The solver's parameters, in OpenCV's names and meaning.
+// Kept in double where OpenCV keeps them in double: its derived float
+// constants (lambda * theta, tau / theta, eps^2 * pixels) are rounded once.
+struct Params {
+  double tau;         // time step of the dual update
+  double lambda;      // weight of the data term
+  double theta;       // coupling of u and v
+  double epsilon;     // stopping threshold (per pixel, in px)
+  double scale_step;  // pyramid factor, in (0, 1)
+  int scales;         // requested pyramid levels (fewer when a side drops under 16 px)
+  int warps;          // warpings per level
+  int inner;          // inner iterations per outer iteration
+  int outer;          // outer iterations per warping
+  int median;         // median filter size: 0 or 1 (off), 3 or 5
+};
+
+// Smallest side a pyramid level may have (OpenCV drops smaller levels).
+constexpr int kMinLevelSide = 16;
+// 1024 * 0.8^18 < 16: no admissible frame size and step reach this many levels.
+constexpr int kMaxLevels = 64;
+
+// cvRound of a non-negative double: round half to even, as lrint.
+TVL1_HD int round_half_even(double v) {
+#ifdef __CUDA_ARCH__
+  return __double2int_rn(v);
+#else
+  return static_cast<int>(std::nearbyint(v));
+#endif
+}
+
+// Pyramid level sizes. Level 0 is H x W; level s is OpenCV's
+// resize(level s-1, Size(), step, step): round(side * step) per side.
+struct Pyramid {
+  int levels;
+  int height[kMaxLevels];
+  int width[kMaxLevels];
+  int64_t offset[kMaxLevels];  // start of level s in a buffer holding all levels back to back
+  int64_t total;               // pixels of all levels
+};
+
+TVL1_HD Pyramid make_pyramid(int height, int width, const Params& p) {
+  Pyramid py;
+  py.levels = 1;
+  py.height[0] = height;
+  py.width[0] = width;
+  py.offset[0] = 0;
+  py.total = int64_t(height) * width;
+  for (int s = 1; s < p.scales && s < kMaxLevels; ++s) {
+    const int h = round_half_even(py.height[s - 1] * p.scale_step);
+    const int w = round_half_even(py.width[s - 1] * p.scale_step);
+    if (h < kMinLevelSide || w < kMinLevelSide) break;
+    py.height[s] = h;
+    py.width[s] = w;
+    py.offset[s] = py.total;
+    py.total += int64_t(h) * w;
+    py.levels = s + 1;
+  }
+  return py;
+}
+
+// One output coordinate of OpenCV's INTER_LINEAR resize along an axis of n
+// source samples: src = (d + 0.5) * scale - 0.5 in double, two taps s0, s1
+// with weights 1 - t and t, clamped at both ends to the edge sample.
+struct LinearTap {
+  int s0, s1;
+  float t;
+};
+
+TVL1_HD LinearTap linear_tap(int d, double scale, int n) {
+#ifdef __CUDA_ARCH__
+  // nvcc contracts a * b - c into an FMA unless the operations are spelled out.
+  const double f = __dsub_rn(__dmul_rn(d + 0.5, scale), 0.5);
+#else
+  const double f = (d + 0.5) * scale - 0.5;
+#endif
+  int s = static_cast<int>(floor(f));
+  float t = static_cast<float>(f - s);
+  if (s < 0) {
+    s = 0;
+    t = 0.f;
+  }
+  if (s >= n - 1) {
+    s = n - 1;
+    t = 0.f;
+  }
+  return {s, s + 1 < n ? s + 1 : n - 1, t};
+}
+
+// Rounding-exact arithmetic. OpenCV's solver code is built without FMA
+// contraction, while its resize and remap kernels use explicit FMAs; the
+// iterations amplify any last-bit difference (a one-ulp change of the
+// pyramid moves the flow by 0.02 px on average), so every operation below is
+// spelled out. On the host the including file turns contraction off; on the
+// device the _rn intrinsics are never contracted.
+#ifdef __CUDA_ARCH__
+TVL1_HD float mul(float a, float b) { return __fmul_rn(a, b); }
+TVL1_HD float add(float a, float b) { return __fadd_rn(a, b); }
+TVL1_HD float sub(float a, float b) { return __fsub_rn(a, b); }
+TVL1_HD float div(float a, float b) { return __fdiv_rn(a, b); }
+TVL1_HD float fma(float a, float b, float c) { return __fmaf_rn(a, b, c); }
+#else
+TVL1_HD float mul(float a, float b) { return a * b; }
+TVL1_HD float add(float a, float b) { return a + b; }
+TVL1_HD float sub(float a, float b) { return a - b; }
+TVL1_HD float div(float a, float b) { return a / b; }
+TVL1_HD float fma(float a, float b, float c) { return std::fma(a, b, c); }
+#endif
+
+// OpenCV's linear interpolation between two taps: a + t * (b - a), fused.
+TVL1_HD float lerp_taps(float a, float b, float t) { return fma(t, sub(b, a), a); }
+
+// OpenCV's bicubic weights (Keys, A = -0.75) for the taps at -1, 0, +1, +2
+// around a sample at fractional offset t in [0, 1), in its order of
+// operations: the outer taps as A * t * (1 - t)^2 and its mirror, the
+// centre-left tap fused, the centre-right one the remainder of 1.
+TVL1_HD void cubic_weights(float t, float w[4]) {
+  const float A = -0.75f;
+  const float s = sub(1.f, t);
+  w[0] = mul(A, mul(mul(t, s), s));
+  w[3] = mul(A, mul(mul(s, t), t));
+  w[1] = fma(mul(fma(A + 2.f, t, -(A + 3.f)), t), t, 1.f);
+  w[2] = sub(sub(sub(1.f, w[0]), w[1]), w[3]);
+}
+
+// Four taps times their weights, accumulated as OpenCV's remap does.
+TVL1_HD float dot4(const float v[4], const float w[4]) {
+  return fma(v[3], w[3], fma(v[2], w[2], fma(v[1], w[1], mul(v[0], w[0]))));
+}
+
+// Warp positions further than this outside the image have all 16 taps on the
+// constant-0 border; clamping there keeps the int conversion defined.
+TVL1_HD float clamp_warp(float v, int n) {
+  return v < -8.f ? -8.f : (v > float(n + 8) ? float(n + 8) : v);
+}
+
+// Thresholding step of the primal-dual scheme (OpenCV's estimateV): given the
+// flow u, the warped gradient (ix, iy), its squared norm grad and the constant
+// part rho_c of the linearised residual, returns v = u + d.
+TVL1_HD void threshold_step(float u1, float u2, float ix, float iy, float grad, float rho_c, float l_t,
+                            float& v1, float& v2) {
+  const float rho = add(rho_c, add(mul(ix, u1), mul(iy, u2)));
+  float d1 = 0.f, d2 = 0.f;
+  if (rho < mul(-l_t, grad)) {
+    d1 = mul(l_t, ix);
+    d2 = mul(l_t, iy);
+  } else if (rho > mul(l_t, grad)) {
+    d1 = mul(-l_t, ix);
+    d2 = mul(-l_t, iy);
+  } else if (grad > 1.1920928955078125e-07f) {  // FLT_EPSILON
+    const float fi = div(-rho, grad);
+    d1 = mul(fi, ix);
+    d2 = mul(fi, iy);
+  }
+  v1 = add(u1, d1);
+  v2 = add(u2, d2);
+}
+
+// Dual update of one (p_x, p_y) pair from the forward gradient (gx, gy) of
+// its flow component: p = (p + taut * g) / (1 + taut * |g|), |g| as OpenCV's
+// double-precision hypot rounded to float (squares of floats are exact in
+// double, so one rounding of the sum and one of the root remain).
+TVL1_HD void dual_step(float gx, float gy, float taut, float& px, float& py) {
+#ifdef __CUDA_ARCH__
+  const double sq = __dadd_rn(__dmul_rn(gx, gx), __dmul_rn(gy, gy));
+#else
+  const double sq = double(gx) * double(gx) + double(gy) * double(gy);
+#endif
+  const float ng = add(1.f, mul(taut, static_cast<float>(sqrt(sq))));
+  px = div(add(px, mul(taut, gx)), ng);
+  py = div(add(py, mul(taut, gy)), ng);
+}
+
+// Primal update of one pixel (OpenCV's estimateV then estimateU): the flow
+// (u1, u2) moves to v + theta * div p; term is the squared update that the
+// stopping rule sums.
+TVL1_HD void primal_step(float ix, float iy, float grad, float rho_c, float div1, float div2, float l_t,
+                         float theta, float& u1, float& u2, float& term) {
+  float v1, v2;
+  threshold_step(u1, u2, ix, iy, grad, rho_c, l_t, v1, v2);
+  const float n1 = add(v1, mul(theta, div1)), n2 = add(v2, mul(theta, div2));
+  const float d1 = sub(n1, u1), d2 = sub(n2, u2);
+  u1 = n1;
+  u2 = n2;
+  term = add(mul(d1, d1), mul(d2, d2));
+}
+
+// OpenCV's calcGradRho for one pixel from the warped I1 (w, wx, wy).
+TVL1_HD void grad_rho(float i1w, float wx, float wy, float u1, float u2, float i0, float& grad, float& rho_c) {
+  grad = add(mul(wx, wx), mul(wy, wy));
+  rho_c = sub(sub(sub(i1w, mul(wx, u1)), mul(wy, u2)), i0);
+}
+
+// Bicubic taps of the warp of pixel (x, y) by (u1, u2) on an h x w level:
+// first tap (x0, y0) (possibly outside: those taps read the constant 0) and
+// the weights along each axis.
+TVL1_HD void warp_taps(int x, int y, float u1, float u2, int h, int w, int& x0, int& y0, float wx[4], float wy[4]) {
+  const float mx = clamp_warp(add(float(x), u1), w);
+  const float my = clamp_warp(add(float(y), u2), h);
+  const float fx = floorf(mx), fy = floorf(my);
+  x0 = int(fx) - 1;
+  y0 = int(fy) - 1;
+  cubic_weights(sub(mx, fx), wx);
+  cubic_weights(sub(my, fy), wy);
+}
+
+// Median-selection networks for OpenCV's medianBlur (k = 3 or 5, replicated
+// border). Built at compile time from Batcher's odd-even merge sort of 32
+// inputs: slots past k*k are +inf and never compared, and comparators that
+// cannot reach the middle output are pruned. Applying (lo[i], hi[i]) in order
+// as `a = min, b = max` leaves the median in slot `out`.
+struct MedianNet {
+  int size;  // number of comparators
+  int out;   // slot holding the median afterwards
+  unsigned char lo[256];
+  unsigned char hi[256];
+};
+
+constexpr MedianNet make_median_net(int n) {
+  MedianNet net{0, 0, {}, {}};
+  // slot[i]: the value slot the sorter's position i holds; -1 is +inf.
+  int slot[32] = {};
+  for (int i = 0; i < 32; ++i) slot[i] = i < n ? i : -1;
+  unsigned char lo[256] = {}, hi[256] = {};
+  int count = 0;
+  for (int p = 1; p < 32; p <<= 1) {
+    for (int k = p; k >= 1; k >>= 1) {
+      for (int j = k % p; j + k < 32; j += 2 * k) {
+        for (int i = 0; i < k && i + j + k < 32; ++i) {
+          if ((i + j) / (2 * p) != (i + j + k) / (2 * p)) continue;
+          const int a = i + j, b = i + j + k;
+          if (slot[b] < 0) continue;  // max(x, inf) = inf stays at b: nothing to do
+          if (slot[a] < 0) {          // the +inf moves up: a relabelling, no work
+            slot[a] = slot[b];
+            slot[b] = -1;
+            continue;
+          }
+          lo[count] = static_cast<unsigned char>(slot[a]);
+          hi[count] = static_cast<unsigned char>(slot[b]);
+          ++count;
+        }
+      }
+    }
+  }
+  const int out = slot[n / 2];
+  // Backward liveness: keep a comparator only if one of its outputs is used.
+  bool live[32] = {};
+  live[out] = true;
+  bool keep[256] = {};
+  for (int c = count - 1; c >= 0; --c) {
+    if (live[lo[c]] || live[hi[c]]) {
+      keep[c] = true;
+      live[lo[c]] = live[hi[c]] = true;
+    }
+  }
+  for (int c = 0; c < count; ++c) {
+    if (!keep[c]) continue;
+    net.lo[net.size] = lo[c];
+    net.hi[net.size] = hi[c];
+    ++net.size;
+  }
+  net.out = out;
+  return net;
+}
+
+}  // namespace tvl1
+}  // namespace meanspot

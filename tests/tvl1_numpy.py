@@ -1,0 +1,155 @@
+"""OpenCV's DualTVL1 solver (opencv_contrib optflow/tvl1flow.cpp) transcribed in
+NumPy, operation for operation in float32, for the tests of tvl1_flow.
+
+`dual_tvl1(a, b, remap=...)` uses OpenCV's resize and medianBlur and the given
+bicubic remap: `opencv_remap` (cv2.remap, which makes this OpenCV's own
+algorithm: tests/test_features_flow.py checks the result is bitwise
+cv2.optflow.DualTVL1's) or `kernel_remap` (the bicubic warp of
+csrc/tvl1_math.h). Slow but exact; for small frames only.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+f32, f64 = np.float32, np.float64
+
+
+def _fma(a, b, c):
+    # a * b is exact in double for float32 a, b; one rounding of the sum in
+    # double then one to float (differs from a true fma only in rare double-rounding cases).
+    return (np.asarray(a, f64) * np.asarray(b, f64) + np.asarray(c, f64)).astype(f32)
+
+
+def _cubic_weights(t):
+    a = f32(-0.75)
+    s = (f32(1) - t).astype(f32)
+    w0 = (a * ((t * s).astype(f32) * s).astype(f32)).astype(f32)
+    w3 = (a * ((s * t).astype(f32) * t).astype(f32)).astype(f32)
+    w1 = _fma((_fma(np.full_like(t, a + 2), t, np.full_like(t, -(a + 3))) * t).astype(f32), t, np.ones_like(t))
+    w2 = (((f32(1) - w0).astype(f32) - w1).astype(f32) - w3).astype(f32)
+    return [w0, w1, w2, w3]
+
+
+def opencv_remap(img, mx, my):
+    return cv2.remap(img, mx, my, cv2.INTER_CUBIC)
+
+
+def kernel_remap(img, mx, my):
+    h, w = img.shape
+    mx = np.clip(mx, -8, w + 8).astype(f32)
+    my = np.clip(my, -8, h + 8).astype(f32)
+    fx, fy = np.floor(mx), np.floor(my)
+    x0, y0 = fx.astype(int) - 1, fy.astype(int) - 1
+    wx, wy = _cubic_weights((mx - fx).astype(f32)), _cubic_weights((my - fy).astype(f32))
+
+    def tap(yy, xx):
+        inside = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
+        return np.where(inside, img[np.clip(yy, 0, h - 1), np.clip(xx, 0, w - 1)], f32(0)).astype(f32)
+
+    def dot4(v, wt):
+        acc = (v[0] * wt[0]).astype(f32)
+        for j in range(1, 4):
+            acc = _fma(v[j], wt[j], acc)
+        return acc
+
+    rows = [dot4([tap(y0 + k, x0 + j) for j in range(4)], wx) for k in range(4)]
+    return dot4(rows, wy)
+
+
+def _centered_gradient(s):
+    dx, dy = np.empty_like(s), np.empty_like(s)
+    dx[:, 1:-1] = f32(0.5) * (s[:, 2:] - s[:, :-2])
+    dx[:, 0] = f32(0.5) * (s[:, 1] - s[:, 0])
+    dx[:, -1] = f32(0.5) * (s[:, -1] - s[:, -2])
+    dy[1:-1] = f32(0.5) * (s[2:] - s[:-2])
+    dy[0] = f32(0.5) * (s[1] - s[0])
+    dy[-1] = f32(0.5) * (s[-1] - s[-2])
+    return dx, dy
+
+
+def _forward_gradient(u):
+    dx, dy = np.zeros_like(u), np.zeros_like(u)
+    dx[:, :-1] = u[:, 1:] - u[:, :-1]
+    dy[:-1] = u[1:] - u[:-1]
+    return dx, dy
+
+
+def _divergence(v1, v2):
+    d = np.empty_like(v1)
+    d[1:, 1:] = (v1[1:, 1:] - v1[1:, :-1]) + (v2[1:, 1:] - v2[:-1, 1:])
+    d[0, 1:] = v1[0, 1:] - v1[0, :-1] + v2[0, 1:]
+    d[1:, 0] = v1[1:, 0] + v2[1:, 0] - v2[:-1, 0]
+    d[0, 0] = v1[0, 0] + v2[0, 0]
+    return d
+
+
+def _one_scale(i0, i1, u1, u2, p, remap):
+    h, w = i0.shape
+    threshold = f32(p["epsilon"] * p["epsilon"] * h * w)
+    l_t, taut, theta = f32(p["lambda_"] * p["theta"]), f32(p["tau"] / p["theta"]), f32(p["theta"])
+    i1x, i1y = _centered_gradient(i1)
+    p11, p12, p21, p22 = (np.zeros_like(i0) for _ in range(4))
+    yy, xx = np.mgrid[0:h, 0:w]
+    iterations = 0
+    for _ in range(p["warps"]):
+        m1, m2 = (xx + u1).astype(f32), (yy + u2).astype(f32)
+        i1w, i1wx, i1wy = remap(i1, m1, m2), remap(i1x, m1, m2), remap(i1y, m1, m2)
+        grad = i1wx * i1wx + i1wy * i1wy
+        rho_c = i1w - i1wx * u1 - i1wy * u2 - i0
+        error, n_outer = np.finfo(f32).max, 0
+        while error > threshold and n_outer < p["outer_iterations"]:
+            if p["median_filtering"] > 1:
+                u1 = cv2.medianBlur(u1, p["median_filtering"])
+                u2 = cv2.medianBlur(u2, p["median_filtering"])
+            n_inner = 0
+            while error > threshold and n_inner < p["inner_iterations"]:
+                rho = rho_c + (i1wx * u1 + i1wy * u2)
+                below, above = rho < -l_t * grad, rho > l_t * grad
+                mid = ~below & ~above & (grad > np.finfo(f32).eps)
+                fi = np.where(mid, -rho / np.where(mid, grad, f32(1)), f32(0)).astype(f32)
+                d1 = np.where(below, l_t * i1wx, np.where(above, -l_t * i1wx, fi * i1wx)).astype(f32)
+                d2 = np.where(below, l_t * i1wy, np.where(above, -l_t * i1wy, fi * i1wy)).astype(f32)
+                v1, v2 = u1 + d1, u2 + d2
+                n1 = v1 + theta * _divergence(p11, p12)
+                n2 = v2 + theta * _divergence(p21, p22)
+                # OpenCV's error: a serial float sum, row-major (cumsum is serial).
+                error = np.cumsum(((n1 - u1) * (n1 - u1) + (n2 - u2) * (n2 - u2)).ravel(), dtype=f32)[-1]
+                u1, u2 = n1, n2
+                u1x, u1y = _forward_gradient(u1)
+                u2x, u2y = _forward_gradient(u2)
+                ng1 = f32(1) + taut * np.hypot(u1x.astype(f64), u1y).astype(f32)
+                ng2 = f32(1) + taut * np.hypot(u2x.astype(f64), u2y).astype(f32)
+                p11, p12 = (p11 + taut * u1x) / ng1, (p12 + taut * u1y) / ng1
+                p21, p22 = (p21 + taut * u2x) / ng2, (p22 + taut * u2y) / ng2
+                n_inner += 1
+                iterations += 1
+            n_outer += 1
+    return u1, u2, iterations
+
+
+def dual_tvl1(a, b, remap=opencv_remap, tau=0.25, lambda_=0.15, theta=0.3, scales=5, warps=5, epsilon=0.01,
+              inner_iterations=30, outer_iterations=10, scale_step=0.8, median_filtering=5):
+    """Flow (2, H, W) float32 and the inner iterations run, for one uint8 pair."""
+    p = dict(tau=tau, lambda_=lambda_, theta=theta, warps=warps, epsilon=epsilon, inner_iterations=inner_iterations,
+             outer_iterations=outer_iterations, median_filtering=median_filtering)
+    i0, i1 = [a.astype(f32)], [b.astype(f32)]
+    for _ in range(1, scales):
+        n0 = cv2.resize(i0[-1], (0, 0), fx=scale_step, fy=scale_step, interpolation=cv2.INTER_LINEAR)
+        if n0.shape[0] < 16 or n0.shape[1] < 16:
+            break
+        i0.append(n0)
+        i1.append(cv2.resize(i1[-1], (0, 0), fx=scale_step, fy=scale_step, interpolation=cv2.INTER_LINEAR))
+    u1 = np.zeros_like(i0[-1])
+    u2 = np.zeros_like(i0[-1])
+    total = 0
+    for s in range(len(i0) - 1, -1, -1):
+        u1, u2, n = _one_scale(i0[s], i1[s], u1, u2, p, remap)
+        total += n
+        if s == 0:
+            break
+        h, w = i0[s - 1].shape
+        up = f32(1 / scale_step)
+        u1 = cv2.resize(u1, (w, h), interpolation=cv2.INTER_LINEAR) * up
+        u2 = cv2.resize(u2, (w, h), interpolation=cv2.INTER_LINEAR) * up
+    return np.stack([u1, u2]), total
