@@ -415,3 +415,31 @@ def test_annotations_feed_evaluate(tmp_path):
     np.testing.assert_array_equal(pred, [[16, 26, 21]])
     result = evaluate({"a": pred}, ann.intervals)
     assert (result.tp, result.fp, result.fn) == (1, 0, 1)
+
+
+# --------------------------------------------------------------------------------------------
+# Plot
+# --------------------------------------------------------------------------------------------
+
+def test_plot_scores_writes_a_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    from matplotlib.image import imread
+
+    from meanspot_fused.io.plots import plot_scores
+
+    scores = np.zeros(200)
+    scores[[60, 61, 150]] = 1.0
+    smoothed = smooth(scores, 4)
+    intervals = find_intervals(scores, 4)
+    path = tmp_path / "scores.png"
+    plot_scores(path, smoothed, moilanen_threshold(smoothed), intervals, gt=[[55, 68]], title="v1")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    image = imread(path)
+    assert image.shape[:2] == (400, 1500)  # figsize (15, 4) at 100 dpi
+    # The light orange spans of the two intervals (9 of 200 frames each, about
+    # 60 x 300 px) are drawn; without intervals only a few legend pixels match.
+    light_orange = (image[..., 0] > 0.9) & (image[..., 2] < 0.8) & (image[..., 1] > 0.7)
+    assert light_orange.sum() > 10000
+    assert os.listdir(tmp_path) == ["scores.png"]
+    with pytest.raises(ValueError, match=r"gt must have shape \(K, 2\)"):
+        plot_scores(path, smoothed, 0.5, intervals, gt=[1, 2, 3])

@@ -1,0 +1,1 @@
+"""Edges of the pipeline: reading and writing files (frames, plots, model files)."""
