@@ -26,7 +26,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 __all__ = [
-    "smooth", "moilanen_threshold", "find_intervals", "recognise", "iou", "megc_counts", "evaluate",
+    "smooth", "k_p_from_ground_truth", "moilanen_threshold", "find_intervals", "recognise", "iou", "megc_counts", "evaluate",
     "Evaluation", "VideoCounts", "Annotations", "AnnotationError", "read_annotations",
     "write_intervals_csv",
 ]
@@ -115,6 +115,20 @@ def smooth(scores, k_p: int) -> np.ndarray:
     s = _check_scores(scores)
     box = np.ones(2 * k_p) / (2 * k_p)
     return np.convolve(s, box, mode="same")
+
+
+def k_p_from_ground_truth(intervals) -> int:
+    """MEAN's ``k_p = int((N + 1) / 2)``, N the mean ``offset - onset`` of the intervals.
+
+    ``intervals``: (M, 2+) rows (onset, offset) of a dataset's ground-truth
+    expressions (all videos together; MEAN's load_label.cal_k_p). The result
+    is at least 1, so that it is a valid ``k_p`` for very short expressions.
+    """
+    iv = _check_intervals(intervals, "intervals")
+    if iv.shape[0] == 0:
+        raise ValueError("intervals must hold at least one ground-truth interval to derive k_p")
+    mean_length = float(np.sum(iv[:, 1] - iv[:, 0])) / iv.shape[0]
+    return max(1, int((mean_length + 1) / 2))
 
 
 def moilanen_threshold(smoothed, p: float = 0.55) -> float:
@@ -500,8 +514,9 @@ def read_annotations(path) -> Annotations:
     """Read a ground-truth CSV: header ``video,onset,offset[,apex][,emotion]``.
 
     Columns may come in any order; names are matched case-insensitively after
-    stripping spaces. onset/offset/apex are integer frame indices (0-based,
-    as the scores), with offset >= onset. An optional ``subject`` column
+    stripping spaces. onset/offset/apex are integer frame indices, 0-based
+    like the score curve (the datasets number frames from 1; MEAN's
+    load_label subtracts 1), with offset >= onset. An optional ``subject`` column
     (STRS-Metric's files) makes the key ``"<subject>/<video>"``, since video
     names repeat across subjects there. Any other column is an error, so that
     a misspelt name is not silently ignored.

@@ -245,7 +245,8 @@ def test_detect_face_with_dlib_converts_rectangles(monkeypatch):
 
 def test_detect_face_without_any_detector(monkeypatch, tmp_path):
     monkeypatch.setattr(fr, "_import_dlib", lambda: None)
-    with pytest.raises(FramesError, match="no face detector available: dlib is not installed and .*none.xml.*--face-box"):
+    message = "no face detector available: dlib is not installed and .*none.xml.*--face-box"
+    with pytest.raises(FramesError, match=message):
         detect_face(np.zeros((50, 50), np.uint8), cascade_path=str(tmp_path / "none.xml"))
     with pytest.raises(FramesError, match=r"frame must be uint8 \(H, W\) or \(H, W, 3\)"):
         detect_face(np.zeros((50, 50), np.float32))

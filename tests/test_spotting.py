@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from meanspot_fused import spotting
-from meanspot_fused.spotting import (AnnotationError, evaluate, find_intervals, iou, megc_counts,
-                                     moilanen_threshold, read_annotations, recognise, smooth,
+from meanspot_fused.spotting import (AnnotationError, evaluate, find_intervals, iou, k_p_from_ground_truth,
+                                     megc_counts, moilanen_threshold, read_annotations, recognise, smooth,
                                      write_intervals_csv)
 
 scipy_signal = pytest.importorskip("scipy.signal")
@@ -134,6 +134,14 @@ def test_find_intervals_clip():
     clipped = find_intervals(scores, 3, clip=True)
     np.testing.assert_array_equal(clipped, [[0, 5, 2]])
     np.testing.assert_array_equal(find_intervals(scores[:5], 3, clip=True), [[0, 4, 2]])
+
+
+def test_k_p_from_ground_truth():
+    # MEAN's cal_k_p: lengths offset - onset = 10, 20, 31 -> N = 61 / 3 -> int((N + 1) / 2) = 10.
+    assert k_p_from_ground_truth([[0, 10], [5, 25], [100, 131]]) == 10
+    assert k_p_from_ground_truth([[3, 3]]) == 1  # int(0.5) = 0, raised to the smallest valid k_p
+    with pytest.raises(ValueError, match="at least one ground-truth interval"):
+        k_p_from_ground_truth(np.zeros((0, 2)))
 
 
 def test_smooth_longer_than_scores_when_box_is_longer():

@@ -2,13 +2,12 @@
 
 MEAN draws the same figure in training_utils.spotting (curve, threshold,
 ground-truth bounds); here it is written to a PNG file. matplotlib loads on
-first use, with the Agg backend (no display needed).
+first use and draws on its Agg canvas (no display needed).
 """
 from __future__ import annotations
 
 import os
 import tempfile
-from typing import Optional
 
 import numpy as np
 
@@ -28,10 +27,10 @@ def plot_scores(path, smoothed, threshold: float, intervals, gt=None, title: str
     Written to a temporary file in the same folder, then moved into place.
     """
     try:
-        import matplotlib
-        matplotlib.use("Agg", force=False)
-        from matplotlib.figure import Figure
+        # The Agg canvas directly, not pyplot: no global backend switch, no
+        # display, safe in threads and next to a user's own pyplot figures.
         from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
     except ImportError:
         raise ImportError("plotting needs matplotlib: pip install matplotlib") from None
     curve = np.asarray(smoothed, dtype=np.float64).reshape(-1)
@@ -42,8 +41,6 @@ def plot_scores(path, smoothed, threshold: float, intervals, gt=None, title: str
     if truth.ndim != 2 or truth.shape[1] < 2:
         raise ValueError(f"gt must have shape (K, 2) or (K, 3) as rows (onset, offset[, apex]), got {truth.shape}")
 
-    # A Figure without pyplot: no global state, safe in threads and in
-    # processes that already use another backend.
     fig = Figure(figsize=(15, 4), dpi=dpi)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
