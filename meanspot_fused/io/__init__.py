@@ -6,5 +6,8 @@
   ``load_model``, which also reads Keras files).
 * :mod:`.feature_files`: feature files streamed in batches, score files written.
 * :mod:`.atomic`: files that appear only when complete (temporary file beside, ``os.replace``).
+* :mod:`.frames`: frames from videos, image folders and .npy stacks; face
+  boxes (dlib or OpenCV's Haar cascade), 128x128 crops, landmarks.
+* :mod:`.plots`: the smoothed score curve with threshold and intervals (matplotlib).
 * :mod:`.errors`: ``KerasFormatError`` and ``PredictError``.
 """
