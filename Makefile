@@ -15,6 +15,10 @@ deps:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install "$(TORCH_SPEC)" || $(PIP) install "torch>=2.4"
 	@$(PYTHON) -c "import numpy, h5py, tqdm, pytest, hypothesis, ninja, wheel; import setuptools as s; assert int(s.__version__.split('.')[0]) >= 64" 2>/dev/null \
 		|| $(PIP) install numpy h5py tqdm pytest hypothesis ninja wheel "setuptools>=64"
+	@# The features stage is tested against MEAN's own OpenCV/pandas path on
+	@# synthetic faces (scikit-image's photographs); spotting plots use matplotlib.
+	@$(PYTHON) -c "import cv2, pandas, scipy, skimage, matplotlib; cv2.optflow.DualTVL1OpticalFlow_create" 2>/dev/null \
+		|| $(PIP) install opencv-contrib-python-headless pandas scipy scikit-image matplotlib
 
 $(STAMP): $(SOURCES)
 	$(PIP) install --no-build-isolation --no-deps -e .
@@ -33,6 +37,7 @@ bench-deps:
 
 bench: build bench-deps
 	$(PYTHON) benchmarks/bench.py
+	$(PYTHON) benchmarks/bench_features.py
 
 # Compile the CUDA kernels without a GPU (CI does this): see .ci/cuda_compile.sh.
 cuda-check:

@@ -1,7 +1,8 @@
 """Command line: ``meanspot-fused COMMAND ...`` (also ``python -m meanspot_fused``).
 
-One subcommand per pipeline stage; today ``predict`` (score feature files with
-a MEAN-Spot model). A subcommand is one ``_<name>(sub)`` function that adds its
+One subcommand per pipeline stage: ``features`` (a face video's frames to
+MEAN's feature file), ``predict`` (score feature files with a MEAN-Spot model)
+and ``evaluate`` (MEGC counts of spotted intervals against annotations). A subcommand is one ``_<name>(sub)`` function that adds its
 parser and sets ``run`` (a function of the parsed arguments returning the exit
 code); :data:`COMMANDS` lists them.
 
@@ -71,8 +72,140 @@ def _run_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _error(command: str, msg: str) -> int:
+    """Print a command's error on stderr; the exit code of bad input (2)."""
+    print(f"{PROG} {command}: error: {msg}", file=sys.stderr)
+    return 2
+
+
+def _features(sub) -> None:
+    p = sub.add_parser(
+        "features", help="compute MEAN's features of a face video (TV-L1 flow, strain, eye and mouth ROIs)",
+        description="Compute MEAN's (u, v, os) features of every frame pair (i, i + K) of FRAMES and write them "
+                    "to OUT.npz (arrays u, v, os, each (T - K, 1, 42, 42) float32: what `predict` reads). "
+                    "FRAMES: .npy of (T, H, W) uint8 face crops (MEAN: 128 x 128 grayscale). LANDMARKS: .npy "
+                    "or .txt of (68, 2) dlib-ordered (x, y) points of the first crop.")
+    p.add_argument("--frames", required=True, metavar="FRAMES.npy", help="(T, H, W) uint8 frames")
+    p.add_argument("--landmarks", required=True, metavar="LM", help="(68, 2) landmarks (.npy or .txt)")
+    p.add_argument("--k", required=True, type=int, metavar="K", help="pair distance in frames (MEAN: 3 for CAS(ME)^2)")
+    p.add_argument("--output", required=True, metavar="OUT.npz", help=".npz to write")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    p.add_argument("--batch-size", type=int, default=256, metavar="N", help="pairs per batch (default: 256)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    p.set_defaults(run=_run_features)
+
+
+def _run_features(args: argparse.Namespace) -> int:
+    import time
+
+    import numpy as np
+
+    def fail(msg: str) -> int:
+        return _error("features", msg)
+    try:
+        import torch
+
+        from .features import video_features
+        from .io.atomic import replace_atomically
+        from .io.frames import FramesError, load_landmarks
+    except ImportError as e:
+        return fail(str(e))
+    if not args.output.endswith(".npz"):
+        return fail(f"--output must name a .npz file, got {args.output!r}")
+    if args.batch_size < 1:
+        return fail(f"--batch-size must be >= 1, got {args.batch_size}")
+    try:
+        frames = np.load(args.frames, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        return fail(f"cannot read --frames {args.frames!r} as a .npy array: {e}")
+    if frames.dtype != np.uint8 or frames.ndim != 3:
+        return fail(f"--frames must hold a (T, H, W) uint8 array, got {frames.dtype} of shape {frames.shape}")
+    try:
+        landmarks = load_landmarks(args.landmarks)
+        device = torch.device(args.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            return fail("--device cuda but no CUDA device is available")
+        start = time.perf_counter()
+        feats = video_features(torch.from_numpy(frames).to(device), args.k, landmarks, batch_size=args.batch_size,
+                               progress=not args.quiet).cpu().numpy()
+    except (FramesError, ValueError, TypeError, RuntimeError) as e:
+        return fail(str(e))
+    except KeyboardInterrupt:
+        print(f"{PROG} features: interrupted; no output written", file=sys.stderr)
+        return 130
+    seconds = time.perf_counter() - start
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, u=feats[:, 0:1], v=feats[:, 1:2], os=feats[:, 2:3])
+    try:
+        replace_atomically(args.output, write)
+    except OSError as e:
+        return fail(f"cannot write --output {args.output!r}: {e}")
+    if not args.quiet:
+        print(f"{PROG} features: wrote {len(feats)} samples (pairs at distance {args.k}) to {args.output} "
+              f"({seconds:.2f} s, {len(feats) / max(seconds, 1e-9):,.1f} pairs/s on {args.device})", file=sys.stderr)
+    return 0
+
+
+def _evaluate(sub) -> None:
+    p = sub.add_parser(
+        "evaluate", help="MEGC counts, precision, recall and F1 of spotted intervals against annotations",
+        description="Compare the intervals.csv of each video folder in PRED (PRED/<video>/intervals.csv, as "
+                    "`spot` writes them) with ANNOTATIONS.csv (columns video, onset, offset[, apex][, emotion]; "
+                    "0-based frames) by the MEGC protocol (IoU >= threshold) and print the table per video and "
+                    "in total.")
+    p.add_argument("--pred", required=True, metavar="DIR", help="folder of <video>/intervals.csv")
+    p.add_argument("--gt", required=True, metavar="ANNOTATIONS.csv", help="ground-truth intervals")
+    p.add_argument("--iou", type=float, default=0.5, help="IoU threshold (default 0.5)")
+    p.add_argument("--json", metavar="FILE", help="also write the result as JSON")
+    p.set_defaults(run=_run_evaluate)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    import csv
+    import json
+    import os
+
+    import numpy as np
+
+    from .io.atomic import replace_atomically
+    from .spotting import AnnotationError, evaluate, read_annotations
+
+    def fail(msg: str) -> int:
+        return _error("evaluate", msg)
+    if not os.path.isdir(args.pred):
+        return fail(f"--pred must be a folder of <video>/intervals.csv, got {args.pred!r}")
+    try:
+        gt = read_annotations(args.gt)
+    except (AnnotationError, OSError, ValueError) as e:
+        return fail(str(e))
+    pred = {}
+    for video in sorted(os.listdir(args.pred)):
+        path = os.path.join(args.pred, video, "intervals.csv")
+        if not os.path.isfile(path):
+            continue
+        try:
+            with open(path, newline="", encoding="utf-8") as f:
+                rows = list(csv.DictReader(f))
+            pred[video] = np.array([[int(r["onset"]), int(r["offset"])] for r in rows], np.int64).reshape(-1, 2)
+        except (OSError, KeyError, ValueError) as e:
+            return fail(f"cannot read {path}: {e}")
+    try:
+        result = evaluate(pred, gt.intervals, iou_threshold=args.iou)
+    except ValueError as e:
+        return fail(str(e))
+    print(result)
+    if args.json:
+        def write(tmp: str) -> None:
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(result.to_dict(), f, indent=1)
+        replace_atomically(args.json, write)
+    return 0
+
+
 #: The subcommands, in the order ``--help`` lists them.
-COMMANDS = (_predict,)
+COMMANDS = (_features, _predict, _evaluate)
 
 
 def build_parser() -> argparse.ArgumentParser:

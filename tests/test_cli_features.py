@@ -1,0 +1,79 @@
+"""The `features` and `evaluate` subcommands: outputs equal the library's, bad input exits 2 with nothing written."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from meanspot_fused import save_model
+from meanspot_fused.cli import main
+from meanspot_fused.features import video_features
+
+pytest.importorskip("cv2")
+pytest.importorskip("skimage")
+from meanspot_fused.features import synthetic as S  # noqa: E402
+
+from helpers import random_model  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    d = tmp_path_factory.mktemp("video")
+    frames, _ = S.face_video(9, events=((3, "brow", 4, 2.0),), seed=4)
+    np.save(d / "frames.npy", frames)
+    np.save(d / "lm.npy", S.face_landmarks())
+    return d, frames
+
+
+def test_features_writes_what_video_features_computes_and_predict_reads(video, tmp_path):
+    d, frames = video
+    out = tmp_path / "feats.npz"
+    assert main(["features", "--frames", str(d / "frames.npy"), "--landmarks", str(d / "lm.npy"), "--k", "3",
+                 "--output", str(out), "--quiet"]) == 0
+    with np.load(out) as z:
+        got = np.concatenate([z["u"], z["v"], z["os"]], axis=1)
+    assert got.shape == (6, 3, 42, 42)
+    assert np.array_equal(got, video_features(frames, 3, S.face_landmarks()).numpy())  # same op, same pairs
+    model = tmp_path / "model.pt"
+    save_model(random_model(dtype=torch.float32), str(model))
+    scores = tmp_path / "scores.npy"
+    assert main(["predict", "--model", str(model), "--input", str(out), "--output", str(scores), "--quiet"]) == 0
+    assert np.load(scores).shape[0] == 6
+
+
+@pytest.mark.parametrize("change,message", [
+    (dict(frames="missing.npy"), "cannot read --frames"),
+    (dict(k="9"), "k must be in"),
+    (dict(k="0"), "k must be in"),
+    (dict(landmarks="bad_lm.npy"), "68"),
+    (dict(frames="float.npy"), "uint8"),
+    (dict(output="out.txt"), ".npz"),
+])
+def test_features_bad_input_exits_2_and_writes_nothing(video, tmp_path, capsys, change, message):
+    d, frames = video
+    np.save(d / "bad_lm.npy", np.zeros((5, 2)))
+    np.save(d / "float.npy", frames.astype(np.float32))
+    args = dict(frames=str(d / "frames.npy"), landmarks=str(d / "lm.npy"), k="3", output=str(tmp_path / "o.npz"))
+    for key, value in change.items():
+        args[key] = value if key == "k" else (str(tmp_path / value) if key == "output" else str(d / value))
+    argv = ["features", "--quiet"] + [x for key, value in args.items() for x in (f"--{key}", value)]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []
+
+
+def test_evaluate_counts(tmp_path, capsys):
+    (tmp_path / "pred" / "v1").mkdir(parents=True)
+    (tmp_path / "pred" / "v1" / "intervals.csv").write_text("onset,offset,apex,score\n10,20,15,0.9\n50,60,55,0.8\n")
+    (tmp_path / "gt.csv").write_text("video,onset,offset\nv1,11,20\nv1,100,110\nv2,5,9\n")
+    out = tmp_path / "r.json"
+    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt.csv"),
+                 "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    # v1: [10, 20] vs [11, 20] IoU 10/11 -> TP; [50, 60] FP; [100, 110] FN. v2: no prediction -> FN.
+    assert (result["tp"], result["fp"], result["fn"]) == (1, 1, 2)
+    assert "total" in capsys.readouterr().out
+    assert main(["evaluate", "--pred", str(tmp_path / "nope"), "--gt", str(tmp_path / "gt.csv")]) == 2
