@@ -55,7 +55,9 @@ def get_extensions():
     sources = sorted(glob.glob(os.path.join("csrc", "ops", "*.cpp")) + glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
     # No -std flag: torch's cpp_extension picks the standard its headers need
     # (C++17 up to torch 2.13, C++20 from 2.14).
-    cxx = ["-O3", "-fdiagnostics-color=always"]
+    # -fno-math-errno: no kernel reads errno, and with it GCC vectorizes sqrt
+    # (otherwise a branch to the libm call for negative inputs blocks it).
+    cxx = ["-O3", "-fno-math-errno", "-fdiagnostics-color=always"]
     # torch >= 2.6 defines Py_LIMITED_API itself for py_limited_api extensions.
     limited_api = [] if _torch_at_least(2, 6) else ["-DPy_LIMITED_API=0x03090000"]
     cxx += limited_api

@@ -24,14 +24,15 @@ if ! FORCE_CUDA=1 timeout 300 pip install --no-build-isolation --no-deps -e . >>
 fi
 
 step "CUDA tests"
-timeout 200 python -m pytest -q -x -p no:cacheprovider -m "not slow" tests/test_cuda.py tests/test_cuda_network.py \
-  > "$OUT/gpu_tests.txt" 2>&1
+timeout 200 python -m pytest -q -x -p no:cacheprovider -m "not slow" tests/test_cuda.py tests/test_cuda_network.py tests/test_cuda_tvl1.py \
+  tests/test_features_mean.py tests/test_features_e2e.py > "$OUT/gpu_tests.txt" 2>&1
 echo "rc=$?" >> "$OUT/gpu_tests.txt"; tail -3 "$OUT/gpu_tests.txt" | tee -a "$LOG"
 
 step "compute-sanitizer (memcheck, racecheck, initcheck, synccheck) on an op subset"
 for tool in memcheck racecheck initcheck synccheck; do
   timeout 60 compute-sanitizer --tool "$tool" --error-exitcode 9 \
-    python -m pytest -q -x -p no:cacheprovider tests/test_cuda.py tests/test_cuda_network.py -k "opcheck" \
+    python -m pytest -q -x -p no:cacheprovider tests/test_cuda.py tests/test_cuda_network.py tests/test_cuda_tvl1.py \
+    -k "opcheck or tvl1 and 128" \
     > "$OUT/sanitizer_$tool.txt" 2>&1
   echo "$tool rc=$?" | tee -a "$LOG"
 done
@@ -39,4 +40,8 @@ done
 step "GPU benchmark"
 timeout 240 python benchmarks/bench.py --device cuda --min-time 0.5 --out "$OUT" > "$OUT/gpu_bench.txt" 2>&1
 echo "bench rc=$?" | tee -a "$LOG"
+step "GPU features benchmark"
+timeout 240 python benchmarks/bench_features.py --device cuda --batches 1,64,1024,4096 --min-time 1 --out "$OUT" \
+  > "$OUT/gpu_bench_features.txt" 2>&1
+echo "features bench rc=$?" | tee -a "$LOG"
 step "done"

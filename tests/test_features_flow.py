@@ -26,8 +26,8 @@ import tvl1_numpy as TN  # noqa: E402  (tests/ is on sys.path)
 # End-to-end distance to OpenCV over the synthetic set below (measured: mean
 # endpoint error 0.003-0.02 px per pair, see the README). The goal is
 # mean <= 0.01 and p99 <= 0.05; the remaining gap is the remap's last bits,
-# which the iterations amplify (a one-ulp change of the pyramid alone moves
-# OpenCV's own flow by about 0.02 px).
+# which the iterations amplify (in a development check a one-ulp change of
+# OpenCV's own pyramid moved its flow by a comparable amount).
 MEAN_EPE_BOUND = 0.03
 P99_EPE_BOUND = 0.25
 

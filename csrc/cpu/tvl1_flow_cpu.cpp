@@ -98,11 +98,13 @@ void median_filter(float* plane, int h, int w, float* pad) {
       for (int dy = 0; dy < K; ++dy)
         for (int dx = 0; dx < K; ++dx) {
           const float* s = pad + int64_t(y + dy) * pw + x0 + dx;
+#pragma omp simd
           for (int l = 0; l < lanes; ++l) v[dy * K + dx][l] = s[l < n ? l : 0];
         }
       for (int c = 0; c < net.size; ++c) {
         float* a = v[net.lo[c]];
         float* b = v[net.hi[c]];
+#pragma omp simd
         for (int l = 0; l < lanes; ++l) {
           const float lo = std::min(a[l], b[l]), hi = std::max(a[l], b[l]);
           a[l] = lo;
