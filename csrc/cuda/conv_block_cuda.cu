@@ -5,7 +5,8 @@
 // (max with NaN propagation, scale/shift 1 and 0 when absent).
 //
 // Work split (tiled kernel): one block per (sample n, block of COB output
-// channels, tile of `tile_rows` pooled rows), grid-stride over all of them.
+// channels, tile of `tile_rows` pooled rows): blockIdx.x is the (channel
+// block, tile) pair, blockIdx.y a grid-stride over the samples.
 // The block stages in shared memory the zero-padded input rows its tile needs
 // (Cin x (tile_rows * pool + K - 1) x (W + K - 1), halo included) and the
 // COB x Cin x K x K weights, then each thread produces one pooled pixel for all
@@ -52,21 +53,29 @@ int64_t tiled_smem_bytes(const ConvShape& s, int tile_rows) {
 // Blocks of kThreads per SM that the tiled kernel's registers must allow (the
 // second argument of __launch_bounds__; 65536 registers per SM). Without it
 // ptxas aims at an occupancy step of its own and spills registers to reach it.
-// Chosen per variant so that ptxas compiles it without spills or a stack frame
-// for sm_80 and sm_90 (benchmarks/ptxas_report.sh 80 / 90 checks): the COB
-// accumulators and pool maxima of a thread grow with COB, and are twice as
-// wide in double.
+// Chosen per variant and architecture (ptxas for sm_80 needs more registers
+// for the same code) as a count at which ptxas compiles the variant without
+// spills or a stack frame (benchmarks/ptxas_report.sh 80 / 90 checks), tried
+// from the occupancy ptxas aimed at downwards: the COB accumulators and pool
+// maxima of a thread grow with COB, and are twice as wide in double (double
+// with COB 8 on sm_80 needs 196 registers: one block per SM). __CUDA_ARCH__ is
+// defined in each device pass only; the host pass ignores launch bounds.
 template <typename acc, int COB>
 constexpr int tiled_min_blocks() {
-  if (sizeof(acc) == 8) return COB >= 8 ? 2 : COB >= 2 ? 4 : 6;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
+  if (sizeof(acc) == 8) return COB >= 8 ? 1 : COB >= 2 ? 4 : 6;
   return COB >= 8 ? 3 : COB >= 2 ? 4 : 8;
+#else
+  if (sizeof(acc) == 8) return COB >= 8 ? 2 : COB >= 2 ? 4 : 6;
+  return COB >= 8 ? 3 : COB >= 4 ? 5 : COB >= 2 ? 6 : 8;
+#endif
 }
 
 template <typename scalar_t, int COB>
 __global__ void __launch_bounds__(kThreads, tiled_min_blocks<acc_t<scalar_t>, COB>())
 conv_block_tiled_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ weight,
                         const scalar_t* __restrict__ bias, const scalar_t* __restrict__ scale,
-                        const scalar_t* __restrict__ shift, ConvShape s, int tile_rows, int tiles, int co_blocks,
+                        const scalar_t* __restrict__ shift, ConvShape s, int tile_rows, int tiles,
                         scalar_t* __restrict__ out) {
   using acc = acc_t<scalar_t>;
   extern __shared__ __align__(16) unsigned char smem[];
@@ -81,12 +90,10 @@ conv_block_tiled_kernel(const scalar_t* __restrict__ x, const scalar_t* __restri
   acc* s_scale = s_bias + COB;                                               // (COB)
   acc* s_shift = s_scale + COB;                                              // (COB)
 
-  const int64_t work = s.batch * co_blocks * tiles;
-  // Work item b = (n, channel block, tile), tile fastest.
-  gpu::NchwWalk item(blockIdx.x, gridDim.x, co_blocks, 1, tiles);
-  for (int64_t b = blockIdx.x; b < work; b += gridDim.x, item.next()) {
-    const int tile = item.w, co0 = item.c * COB;
-    const int64_t n = item.n;
+  // blockIdx.x = (channel block, tile), tile fastest: 32-bit, fixed per block;
+  // only the sample index n changes (and lives in registers) across the loop.
+  const int tile = int(blockIdx.x % unsigned(tiles)), co0 = int(blockIdx.x / unsigned(tiles)) * COB;
+  for (int64_t n = blockIdx.y; n < s.batch; n += gridDim.y) {
     const int ph0 = tile * tile_rows;         // first pooled row of the tile
     const int row0 = ph0 * s.pool - pad;      // input row held in s_in row 0
     const scalar_t* __restrict__ xn = x + n * s.x.n;
@@ -227,9 +234,15 @@ bool try_launch_tiled(const scalar_t* x, const scalar_t* weight, const scalar_t*
   const int tiles = int(gpu::ceil_div(s.out_height, tile_rows));
   const int threads = int(std::min<int64_t>(kThreads, gpu::ceil_div(int64_t(tile_rows) * s.out_width, 32) * 32));
   const int64_t smem = tiled_smem_bytes<acc, COB>(s, tile_rows);
-  conv_block_tiled_kernel<scalar_t, COB>
-      <<<gpu::grid_size(samples_blocks * tiles, 1, device), threads, smem, stream>>>(
-          x, weight, bias, scale, shift, s, tile_rows, tiles, co_blocks, out);
+  // x: every (channel block, tile) of a sample; y: as many samples at a time
+  // as keep the grid within grid_size's total (y <= 65535, the grid limit).
+  const int64_t per_sample = int64_t(co_blocks) * tiles;
+  TORCH_CHECK(per_sample <= std::numeric_limits<int>::max(), "meanspot_fused.conv_block: ", per_sample,
+              " channel blocks x tiles per sample exceed the CUDA grid");
+  const int64_t samples_at_once = std::max<int64_t>(1, gpu::grid_size(samples_blocks * tiles, 1, device) / per_sample);
+  const dim3 grid(unsigned(per_sample), unsigned(std::min<int64_t>({s.batch, samples_at_once, 65535})));
+  conv_block_tiled_kernel<scalar_t, COB><<<grid, threads, smem, stream>>>(x, weight, bias, scale, shift, s, tile_rows,
+                                                                           tiles, out);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return true;
 }
