@@ -1,6 +1,8 @@
 """Shared test helpers: random models and float64 reference versions of the ops."""
 from __future__ import annotations
 
+import threading
+
 import torch
 import torch.nn.functional as F
 
@@ -78,3 +80,37 @@ def layouts(x):
     yield "strided", wide[..., ::2]
     if x.shape[0] > 0:
         yield "expanded", x[:1].expand_as(x)
+
+
+def run_concurrently(calls, repeats):
+    """Runs each of `calls` `repeats` times on its own host thread and stream, all threads started together.
+
+    Returns, per call, the list of its results; re-raises the first exception a
+    thread met. torch.ops calls release the GIL while the op runs, so the host
+    sides of the launches of the threads interleave.
+    """
+    barrier = threading.Barrier(len(calls))
+    results = [[] for _ in calls]
+    errors = []
+    torch.cuda.synchronize()  # the inputs are ready before other streams read them
+
+    def work(i):
+        try:
+            stream = torch.cuda.Stream()
+            barrier.wait(timeout=60)
+            with torch.cuda.stream(stream):
+                for _ in range(repeats):
+                    results[i].append(calls[i]())
+            stream.synchronize()
+        except BaseException as e:  # noqa: BLE001  (re-raised in the main thread)
+            errors.append(e)
+            barrier.abort()  # a thread still waiting must not hang
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return results

@@ -17,7 +17,7 @@ from meanspot_fused import ops
 from meanspot_fused.network.fuse import MODES
 
 from helpers import (HEAD_SETS, as_tuple, cbam_ref, channel_pool_ref, conv_block_ref, random_inputs, random_model,
-                     spatial_pool_ref)
+                     run_concurrently, spatial_pool_ref)
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
@@ -45,13 +45,18 @@ def _to(args, dtype, device=DEVICE):
 
 
 def cuda_layouts(x):
-    """x on the GPU in several memory layouts: contiguous, channels_last, strided, expanded."""
+    """x on the GPU in several memory layouts: contiguous, channels_last, strided, H/W-transposed, expanded.
+
+    The CUDA kernels read x through its strides (no copy is made), so every
+    layout exercises a different addressing of the same values.
+    """
     x = x.to(DEVICE)
     yield "contiguous", x.contiguous()
     yield "channels_last", x.contiguous(memory_format=torch.channels_last)
     wide = torch.zeros(x.shape[:3] + (x.shape[3] * 2,), dtype=x.dtype, device=x.device)
     wide[..., ::2] = x
     yield "strided", wide[..., ::2]
+    yield "hw_transposed", x.transpose(2, 3).contiguous().transpose(2, 3)  # stride_w > stride_h
     if x.shape[0] > 0:
         yield "expanded", x[:1].expand_as(x)
 
@@ -420,6 +425,79 @@ def test_two_gpus():
     torch.testing.assert_close(got_cbam.cpu(), cbam_ref(xq, *p), **TOL[torch.float64])
     for g, e in zip(got_net, ref(*inputs)):
         torch.testing.assert_close(g.cpu(), e, **TOL_NET[torch.float64])
+
+
+# --- two host threads, strided inputs without copies, non-finite weights ------------------------------------------
+
+def test_cbam_concurrent_launches_with_different_shared_memory():
+    """Two threads launch cbam with different shapes (82 KB and 117 KB of dynamic shared memory in float32).
+
+    Setting the kernel's shared-memory limit per launch let one thread lower it
+    between the other's set and launch ("invalid argument"). Every result must
+    equal the serial one bitwise: same kernel, same inputs, no atomics.
+    """
+    cases = [cbam_args(4, 8, 42, 1, 7, 3, False), cbam_args(4, 12, 42, 2, 15, 3, True)]
+    cases = [_to(args, torch.float32) for args in cases]
+    serial = [ops.cbam(*args) for args in cases]
+    results = run_concurrently([lambda args=args: ops.cbam(*args) for args in cases], repeats=200)
+    for expected, got in zip(serial, results):
+        for g in got:
+            assert torch.equal(g, expected)
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_expanded_batch_is_not_copied(op):
+    """An expanded (stride-0) batch of 2**15 samples: no batch-sized copy of x, every row equals the one sample."""
+    n = 1 << 15
+    x, params, call, _ = _op_call(op)
+    x1 = x[:1].float().to(DEVICE)
+    params32 = _to(params, torch.float32)
+    single = as_tuple(call(x1, *params32))
+    xe = x1.expand(n, *x1.shape[1:])
+    copy_bytes = n * x1.numel() * x1.element_size()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    got = as_tuple(call(xe, *params32))
+    torch.cuda.synchronize()
+    growth = torch.cuda.max_memory_allocated() - before
+    out_bytes = sum(g.numel() * g.element_size() for g in got)
+    # The outputs are the only batch-sized allocation; a copy of x would add copy_bytes.
+    assert growth < out_bytes + copy_bytes // 2, (f"{op}: {growth} bytes allocated for {out_bytes} bytes of output; "
+                                                  f"a copy of the expanded x would be {copy_bytes}")
+    for g, s in zip(got, single):
+        for i in (0, n // 2, n - 1):
+            assert torch.equal(g[i], s[0])  # per-sample work is identical whatever the batch and layout
+
+
+@pytest.mark.parametrize("shape", [CONV_SHAPES[2], CONV_SHAPES[4], CONV_GLOBAL_SHAPE],
+                         ids=["tiled", "tiled-odd", "global-memory"])
+def test_conv_block_nonfinite_weights_match_cpu(shape):
+    """NaN and inf weights: the same NaN/inf pattern as the CPU op, borders included (0 * inf on the padding is NaN)."""
+    x, w, b, scale, shift, pool = conv_args(2, *shape)
+    cout, cin, k = w.shape[0], w.shape[1], w.shape[2]
+    w[0, 0, 0, 0] = float("nan")
+    w[1 % cout, cin - 1, k - 1, k - 1] = float("inf")
+    w[2 % cout, cin // 2, 0, k - 1] = -float("inf")
+    expected = ops.conv_block(x, w, b, scale, shift, pool)  # the CPU op, float64
+    got = ops.conv_block(*_to((x, w, b, scale, shift), torch.float64), pool).cpu()
+    assert torch.equal(got.isnan(), expected.isnan()) and torch.equal(got.isinf(), expected.isinf())
+    torch.testing.assert_close(got, expected, equal_nan=True, atol=1e-12, rtol=1e-12)  # float64, finite values
+
+
+@pytest.mark.parametrize("where,value", [((0, 0, 0, 0), float("nan")), ((0, 1, 6, 6), float("inf")),
+                                         ((0, 0, 3, 3), -float("inf")), ((0, 1, 0, 5), -float("inf"))],
+                         ids=["nan-corner", "inf-corner", "-inf-centre", "-inf-edge"])
+@pytest.mark.parametrize("shape", [CBAM_SHAPES[2], CBAM_SHAPES[1], CBAM_BIG_SHAPES[1]], ids=str)
+def test_cbam_nonfinite_spatial_weight_matches_cpu(where, value, shape):
+    """A NaN/inf spatial weight: the same NaN/inf pattern as the CPU op (which multiplies its zero padding too)."""
+    x, w1, b1, w2, b2, sw, scale, shift, pool = cbam_args(2, *shape)
+    sw[where] = value
+    args = (x, w1, b1, w2, b2, sw, scale, shift, pool)
+    expected = ops.cbam(*args)  # the CPU op, float64
+    got = ops.cbam(*_to(args, torch.float64)).cpu()
+    assert torch.equal(got.isnan(), expected.isnan()) and torch.equal(got.isinf(), expected.isinf())
+    torch.testing.assert_close(got, expected, equal_nan=True, atol=1e-12, rtol=1e-12)  # float64, finite values
 
 
 # --- opcheck -------------------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import torch
 import meanspot_fused as mf
 from meanspot_fused.network.fuse import pack_network
 
-from helpers import HEAD_SETS, as_tuple, random_inputs, random_model
+from helpers import HEAD_SETS, as_tuple, random_inputs, random_model, run_concurrently
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
@@ -129,6 +129,101 @@ def test_nan_and_inf_stay_in_their_sample():
     for g, e in zip(got, clean):
         torch.testing.assert_close(g.cpu().double()[keep], e[keep], **TOL[torch.float32])
     assert not torch.isfinite(got[1][1]).all()  # the NaN reaches its own sample's softmax
+
+
+def test_concurrent_launches_with_spatial_kernels_7_and_41():
+    """Two host threads launch the op with spatial kernel 7 and 41 (99 KB and 112 KB of shared memory in float32).
+
+    Setting the kernel's shared-memory limit per launch let one thread lower it
+    between the other's set and launch ("invalid argument"). Every result must
+    equal the serial one bitwise: same kernel, same inputs, no atomics.
+    """
+    calls, serial = [], []
+    for k in (7, 41):
+        packed, config = pack_network(random_model("all", ("spot", "recog"), spatial_kernel=k, seed=k), torch.float32)
+        args = (*_to(random_inputs(8, seed=k), torch.float32), packed.to(DEVICE), config)
+        serial.append(NET(*args))
+        calls.append(lambda args=args: NET(*args))
+    results = run_concurrently(calls, repeats=200)
+    for expected, got in zip(serial, results):
+        for g in got:
+            assert torch.equal(g, expected)
+
+
+def _net_layouts(x):
+    """x (N, 1, 42, 42) on the GPU in several layouts: the op reads u, v, os through their strides."""
+    x = x.to(DEVICE)
+    yield "channels_last", x.contiguous(memory_format=torch.channels_last)
+    wide = torch.zeros(x.shape[0] * 2, 1, 42, 84, dtype=x.dtype, device=DEVICE)
+    wide[::2, :, :, ::2] = x
+    yield "strided", wide[::2, :, :, ::2]
+    yield "hw_transposed", x.transpose(2, 3).contiguous().transpose(2, 3)
+    yield "expanded", x[:1].expand_as(x)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+def test_layouts_give_the_contiguous_result(dtype):
+    """Non-contiguous u, v, os: bitwise the result of the same values made contiguous (same arithmetic per sample)."""
+    ref = random_model("all", ("spot", "recog"), seed=4, recog_classes=5)
+    packed, config = pack_network(ref, dtype)
+    packed = packed.to(DEVICE)
+    inputs = _to(random_inputs(9, seed=4), dtype)
+    for i in range(3):  # one input at a time in each layout, the others contiguous
+        for name, xl in _net_layouts(inputs[i]):
+            args = list(inputs)
+            args[i] = xl
+            expected = NET(*[a.contiguous() for a in args], packed, config)
+            assert torch.equal(NET(*args, packed, config), expected), (i, name)
+
+
+def test_expanded_batch_is_not_copied():
+    """u, v, os expanded from one sample to 2**18: no batch-sized input copy, every row equals the one sample.
+
+    A copy would be 3 x 1.85 GB in float32; the output is 2**18 x 6 values.
+    """
+    n = 1 << 18
+    ref = random_model("all", ("spot", "recog"), seed=6, recog_classes=5)
+    packed, config = pack_network(ref, torch.float32)
+    packed = packed.to(DEVICE)
+    one = _to(random_inputs(1, seed=6), torch.float32)
+    single = NET(*one, packed, config)
+    expanded = [t.expand(n, 1, 42, 42) for t in one]
+    copy_bytes = 3 * n * 42 * 42 * 4
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    out = NET(*expanded, packed, config)
+    torch.cuda.synchronize()
+    growth = torch.cuda.max_memory_allocated() - before
+    out_bytes = out.numel() * out.element_size()
+    # The output and (only where shared memory is too small) a workspace of at
+    # most 512 MB are the only allocations; copies would add copy_bytes.
+    assert growth <= out_bytes + (512 << 20), (
+        f"{growth} bytes allocated for {out_bytes} bytes of output; copies of the inputs would be {copy_bytes}")
+    for i in (0, n // 2, n - 1):
+        assert torch.equal(out[i], single[0])  # per-sample work is identical whatever the batch and layout
+
+
+@pytest.mark.parametrize("where,value", [((0, 0, 0, 0), float("inf")), ((0, 1, 6, 0), -float("inf")),
+                                         ((0, 0, 3, 3), float("inf")), ((0, 1, 2, 4), float("nan"))],
+                         ids=["inf-corner", "-inf-edge", "inf-centre", "nan"])
+@pytest.mark.parametrize("block", ["os", "spot"])
+def test_nonfinite_spatial_weight_matches_cpu(block, where, value):
+    """A NaN/inf CBAM spatial weight: the NaN/inf pattern of the CPU op, which multiplies its zero padding too.
+
+    A weight off the centre falls on the padding at the border pixels: 0 * inf
+    = NaN there on the CPU, so the CUDA kernel must not skip those taps.
+    """
+    ref = random_model("all", ("spot", "recog"), seed=8, recog_classes=5)
+    module = ref.branches[block] if block in ref.branches else ref.heads[block]
+    with torch.no_grad():
+        module.cbam.spatial.weight[where] = value
+    packed, config = pack_network(ref, torch.float64)
+    inputs = random_inputs(5, seed=8)
+    expected = NET(*inputs, packed, config)  # the CPU op, float64
+    got = NET(*_to(inputs, torch.float64), packed.to(DEVICE), config).cpu()
+    assert torch.equal(got.isnan(), expected.isnan()) and torch.equal(got.isinf(), expected.isinf())
+    torch.testing.assert_close(got, expected, equal_nan=True, **TOL[torch.float64])  # finite values
 
 
 # CUDA graph capture and replay of fuse(model) in network mode:

@@ -19,6 +19,9 @@
 // (8 x 42 x 42 float32 = 56 KB: dynamic shared memory above 48 KB); else x is
 // read from global memory (L2) with the scratch in shared memory; else (huge
 // planes) the scratch is a per-block slice of a global workspace.
+// x is read through its strides in every mode (any layout, expanded batches
+// included; see gpu::Strides4): the entry point never copies it. The staged
+// tile of kAllShared is dense.
 #include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -45,6 +48,7 @@ enum CbamMode : int {
 struct CbamShape {
   int64_t batch;
   int channels, hidden, height, width, kernel, pool;
+  gpu::Strides4 x;  // element strides of x
 };
 
 // Offsets (in acc_t elements) of one sample's scratch regions, each rounded up
@@ -74,8 +78,20 @@ CbamLayout make_layout(const CbamShape& s) {
   return l;
 }
 
+// Blocks per SM that the registers must allow (second argument of
+// __launch_bounds__): in kAllShared the x tile and scratch take tens of KB, so
+// few blocks fit an SM anyway (two at MEAN's 8 x 42 x 42 in float32); the other
+// modes read x from global memory and keep three or four, as many as compile
+// without spills for sm_80 and sm_90 (the global-workspace mode addresses
+// its scratch with 64-bit pointers: more registers). Without it ptxas aims at
+// an occupancy step of its own and spills registers to reach it.
+template <int kMode>
+constexpr int cbam_min_blocks() {
+  return kMode == kAllShared ? 2 : kMode == kScratchShared ? 4 : 3;
+}
+
 template <typename scalar_t, int kMode>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, cbam_min_blocks<kMode>())
 cbam_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ mlp_w1, const scalar_t* __restrict__ mlp_b1,
             const scalar_t* __restrict__ mlp_w2, const scalar_t* __restrict__ mlp_b2,
             const scalar_t* __restrict__ spatial_weight, acc_t<scalar_t> spatial_scale,
@@ -105,10 +121,15 @@ cbam_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ mlp_w1,
   for (int64_t n = blockIdx.x; n < s.batch; n += gridDim.x) {
     // 0. Stage x (kAllShared), the spatial weight; zero the padded map (its
     //    border stays zero, step 4 fills the interior).
-    const scalar_t* xs = x + n * sample;  // global x, or its staged copy below
+    // xs/xst: the sample read by steps 1, 4, 6: global x through its strides,
+    // or its dense staged copy.
+    const scalar_t* xs = x + n * s.x.n;
+    gpu::Strides4 xst = s.x;
     if constexpr (kMode == kAllShared) {
-      for (int64_t i = threadIdx.x; i < sample; i += kThreads) x_tile[i] = xs[i];
+      gpu::NchwWalk at(threadIdx.x, kThreads, channels, height, width);  // at.n stays 0 below `sample`
+      for (int64_t i = threadIdx.x; i < sample; i += kThreads, at.next()) x_tile[i] = xs[at.offset(s.x)];
       xs = x_tile;
+      xst = gpu::Strides4{sample, plane, width, 1};
     }
     for (int i = threadIdx.x; i < 2 * kernel * kernel; i += kThreads) sw[i] = static_cast<acc>(spatial_weight[i]);
     for (int64_t i = threadIdx.x; i < 2 * padded_plane; i += kThreads) padded[i] = acc(0);
@@ -116,10 +137,11 @@ cbam_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ mlp_w1,
 
     // 1. Mean and max over H x W of each channel: warp per channel.
     for (int c = warp; c < channels; c += kWarps) {
-      const scalar_t* xc = xs + c * plane;
+      const scalar_t* xc = xs + c * xst.c;
       acc sum = acc(0), m = gpu::lowest<acc>();
-      for (int64_t i = lane; i < plane; i += 32) {
-        const acc v = static_cast<acc>(xc[i]);
+      gpu::NchwWalk at(lane, 32, 1, height, width);
+      for (int64_t i = lane; i < plane; i += 32, at.next()) {
+        const acc v = static_cast<acc>(xc[at.h * xst.h + at.w * xst.w]);
         sum += v;
         m = nan_max(m, v);
       }
@@ -157,12 +179,14 @@ cbam_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ mlp_w1,
     __syncthreads();
 
     // 4. Mean (padded channel 0) and max (channel 1) over channels of x * g_c.
-    for (int64_t p = threadIdx.x; p < plane; p += kThreads) {
-      const int h = int(p / width), w = int(p % width);
-      acc y = static_cast<acc>(xs[p]) * gate[0];
+    gpu::NchwWalk pixel(threadIdx.x, kThreads, 1, height, width);
+    for (int64_t p = threadIdx.x; p < plane; p += kThreads, pixel.next()) {
+      const int h = pixel.h, w = pixel.w;
+      const scalar_t* xp = xs + h * xst.h + w * xst.w;
+      acc y = static_cast<acc>(xp[0]) * gate[0];
       acc sum = y, m = y;
       for (int c = 1; c < channels; ++c) {
-        y = static_cast<acc>(xs[c * plane + p]) * gate[c];
+        y = static_cast<acc>(xp[c * xst.c]) * gate[c];
         sum += y;
         m = nan_max(m, y);
       }
@@ -173,8 +197,9 @@ cbam_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ mlp_w1,
     __syncthreads();
 
     // 5. Spatial gate sigmoid(scale * conv_same(padded, weight) + shift).
-    for (int64_t p = threadIdx.x; p < plane; p += kThreads) {
-      const int h = int(p / width), w = int(p % width);
+    pixel = gpu::NchwWalk(threadIdx.x, kThreads, 1, height, width);
+    for (int64_t p = threadIdx.x; p < plane; p += kThreads, pixel.next()) {
+      const int h = pixel.h, w = pixel.w;
       acc conv = acc(0);
       for (int ci = 0; ci < 2; ++ci) {
         for (int kh = 0; kh < kernel; ++kh) {
@@ -189,17 +214,16 @@ cbam_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ mlp_w1,
 
     // 6. out = maxpool((x * g_c) * s_gate): thread per output (c, oh, ow).
     scalar_t* __restrict__ on = out + n * channels * out_plane;
-    for (int64_t o = threadIdx.x; o < channels * out_plane; o += kThreads) {
-      const int c = int(o / out_plane);
-      const int64_t r = o - c * out_plane;
-      const int oh = int(r / out_width), ow = int(r % out_width);
+    gpu::NchwWalk at(threadIdx.x, kThreads, channels, out_height, out_width);  // at.n stays 0 below the bound
+    for (int64_t o = threadIdx.x; o < channels * out_plane; o += kThreads, at.next()) {
+      const int c = at.c, oh = at.h, ow = at.w;
       const acc g = gate[c];
-      const scalar_t* xc = xs + c * plane;
+      const scalar_t* xc = xs + c * xst.c;
       acc m = gpu::lowest<acc>();
       for (int i = 0; i < s.pool; ++i) {
         for (int j = 0; j < s.pool; ++j) {
-          const int64_t k = int64_t(oh * s.pool + i) * width + ow * s.pool + j;
-          m = nan_max(m, (static_cast<acc>(xc[k]) * g) * sgate[k]);
+          const int h = oh * s.pool + i, w = ow * s.pool + j;
+          m = nan_max(m, (static_cast<acc>(xc[h * xst.h + w * xst.w]) * g) * sgate[int64_t(h) * width + w]);
         }
       }
       on[o] = static_cast<scalar_t>(m);
@@ -211,13 +235,12 @@ cbam_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ mlp_w1,
 template <typename scalar_t, int kMode>
 void launch_cbam(const scalar_t* x, const scalar_t* w1, const scalar_t* b1, const scalar_t* w2, const scalar_t* b2,
                  const scalar_t* sw, double spatial_scale, double spatial_shift, const CbamShape& s,
-                 const CbamLayout& l, int64_t smem, unsigned int grid, acc_t<scalar_t>* workspace,
+                 const CbamLayout& l, int64_t smem, unsigned int grid, acc_t<scalar_t>* workspace, int device,
                  cudaStream_t stream, scalar_t* out) {
   using acc = acc_t<scalar_t>;
-  auto kernel = cbam_kernel<scalar_t, kMode>;
-  gpu::allow_dynamic_smem(kernel, smem);
-  kernel<<<grid, kThreads, smem, stream>>>(x, w1, b1, w2, b2, sw, acc(spatial_scale), acc(spatial_shift), s, l,
-                                           workspace, out);
+  gpu::require_dynamic_smem<cbam_kernel<scalar_t, kMode>>(smem, device, "meanspot_fused.cbam");
+  cbam_kernel<scalar_t, kMode><<<grid, kThreads, smem, stream>>>(
+      x, w1, b1, w2, b2, sw, acc(spatial_scale), acc(spatial_shift), s, l, workspace, out);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
@@ -226,14 +249,13 @@ void cbam_cuda_impl(const at::Tensor& x, const at::Tensor& w1, const at::Tensor&
                     const at::Tensor& b2, const at::Tensor& sw, double spatial_scale, double spatial_shift,
                     int pool, at::Tensor& out) {
   using acc = acc_t<scalar_t>;
-  const CbamShape s{x.size(0), int(x.size(1)), int(w1.size(0)), int(x.size(2)), int(x.size(3)), int(sw.size(2)),
-                    pool};
+  const CbamShape s{x.size(0),       int(x.size(1)), int(w1.size(0)), int(x.size(2)), int(x.size(3)),
+                    int(sw.size(2)), pool,           gpu::strides_of(x)};
   const CbamLayout l = make_layout<acc>(s);
   const int device = x.get_device();
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const int64_t scratch_bytes = l.total * int64_t(sizeof(acc));
   const int64_t x_bytes = gpu::smem_bytes<scalar_t>(int64_t(s.channels) * s.height * s.width);
-  const int64_t smem_limit = gpu::max_smem_optin(device);
   const scalar_t* xp = x.const_data_ptr<scalar_t>();
   const scalar_t* w1p = w1.const_data_ptr<scalar_t>();
   const scalar_t* b1p = b1.const_data_ptr<scalar_t>();
@@ -241,13 +263,14 @@ void cbam_cuda_impl(const at::Tensor& x, const at::Tensor& w1, const at::Tensor&
   const scalar_t* b2p = b2.const_data_ptr<scalar_t>();
   const scalar_t* swp = sw.const_data_ptr<scalar_t>();
   scalar_t* op = out.mutable_data_ptr<scalar_t>();
-  if (scratch_bytes + x_bytes <= smem_limit) {
+  if (scratch_bytes + x_bytes <= gpu::dynamic_smem_limit<cbam_kernel<scalar_t, kAllShared>>(device)) {
     launch_cbam<scalar_t, kAllShared>(xp, w1p, b1p, w2p, b2p, swp, spatial_scale, spatial_shift, s, l,
                                       scratch_bytes + x_bytes, gpu::grid_size(s.batch, 1, device), nullptr,
-                                      stream, op);
-  } else if (scratch_bytes <= smem_limit) {
+                                      device, stream, op);
+  } else if (scratch_bytes <= gpu::dynamic_smem_limit<cbam_kernel<scalar_t, kScratchShared>>(device)) {
     launch_cbam<scalar_t, kScratchShared>(xp, w1p, b1p, w2p, b2p, swp, spatial_scale, spatial_shift, s, l,
-                                          scratch_bytes, gpu::grid_size(s.batch, 1, device), nullptr, stream, op);
+                                          scratch_bytes, gpu::grid_size(s.batch, 1, device), nullptr, device,
+                                          stream, op);
   } else {
     // One scratch slice per block: as many blocks as the SMs hold, within the workspace cap.
     const int64_t blocks = std::max<int64_t>(
@@ -255,7 +278,7 @@ void cbam_cuda_impl(const at::Tensor& x, const at::Tensor& w1, const at::Tensor&
     at::Tensor workspace = at::empty({blocks * l.total}, x.options().dtype(gpu::acc_scalar_type<scalar_t>()));
     launch_cbam<scalar_t, kGlobalScratch>(xp, w1p, b1p, w2p, b2p, swp, spatial_scale, spatial_shift, s, l, 0,
                                           static_cast<unsigned int>(blocks), workspace.mutable_data_ptr<acc>(),
-                                          stream, op);
+                                          device, stream, op);
   }
 }
 
@@ -266,8 +289,11 @@ at::Tensor cbam_cuda(const at::Tensor& x_in, const at::Tensor& mlp_w1_in, const 
   check_cbam_args(x_in, mlp_w1_in, mlp_b1_in, mlp_w2_in, mlp_b2_in, spatial_weight_in, pool);
   gpu::check_cuda_input(x_in, op);
   c10::cuda::CUDAGuard device_guard(x_in.device());
-  const at::Tensor x = x_in.contiguous(), w1 = mlp_w1_in.contiguous(), b1 = mlp_b1_in.contiguous(),
-                   w2 = mlp_w2_in.contiguous(), b2 = mlp_b2_in.contiguous(), sw = spatial_weight_in.contiguous();
+  // x is read through its strides (no copy of expanded or strided batches); the
+  // kernel indexes the small parameter tensors as dense arrays.
+  const at::Tensor& x = x_in;
+  const at::Tensor w1 = mlp_w1_in.contiguous(), b1 = mlp_b1_in.contiguous(), w2 = mlp_w2_in.contiguous(),
+                   b2 = mlp_b2_in.contiguous(), sw = spatial_weight_in.contiguous();
   at::Tensor out = at::empty({x.size(0), x.size(1), x.size(2) / pool, x.size(3) / pool}, x.options());
   if (out.numel() == 0) return out;
   MSF_DISPATCH_CUDA_TYPES(x.scalar_type(), op, [&] {

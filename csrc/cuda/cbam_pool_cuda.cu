@@ -9,6 +9,8 @@
 // spatial_pool: one thread per pixel (n, h, w), grid-stride over N * H * W; the
 //   thread walks the C channels (coalesced across the warp's adjacent pixels)
 //   and writes the mean to channel 0 and the max to channel 1 of (N, 2, H, W).
+// Both read x through its strides (any layout, expanded batches included, see
+// gpu::Strides4): no copy of the input is made.
 #include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -32,32 +34,46 @@ constexpr int kWarps = kThreads / 32;
 // Planes of at least this many pixels get a whole block each.
 constexpr int64_t kBlockPlane = 2048;
 
-// Partial sum and max of the pixels first, first + step, ... of one plane.
+// Geometry of x for the kernels: `channels` planes of height x width per
+// sample, element strides `stride`.
+struct PoolShape {
+  int channels, height, width;
+  gpu::Strides4 stride;
+};
+
+// Partial sum and max of the pixels first, first + step, ... (row-major order)
+// of the plane at p (plane (n, c) of x).
 template <typename scalar_t>
-__device__ __forceinline__ void plane_partial(const scalar_t* __restrict__ p, int64_t plane, int64_t first,
-                                              int64_t step, acc_t<scalar_t>& sum, acc_t<scalar_t>& max) {
+__device__ __forceinline__ void plane_partial(const scalar_t* __restrict__ p, const PoolShape& s, unsigned int first,
+                                              unsigned int step, acc_t<scalar_t>& sum, acc_t<scalar_t>& max) {
   using acc = acc_t<scalar_t>;
+  const int64_t plane = int64_t(s.height) * s.width;
   sum = acc(0);
   max = lowest<acc>();
-  for (int64_t i = first; i < plane; i += step) {
-    const acc v = static_cast<acc>(p[i]);
+  gpu::NchwWalk at(first, step, 1, s.height, s.width);
+  for (int64_t i = first; i < plane; i += step, at.next()) {
+    const acc v = static_cast<acc>(p[at.h * s.stride.h + at.w * s.stride.w]);
     sum += v;
     max = nan_max(max, v);
   }
 }
 
 // Warp w of the grid reduces planes w, w + warps_in_grid, ...; lane 0 writes.
+// Six blocks per SM (40 registers): without a count ptxas aimed at eight and
+// spilled for sm_80 in float64.
 template <typename scalar_t>
-__global__ void __launch_bounds__(kThreads)
-channel_pool_warp_kernel(const scalar_t* __restrict__ x, int64_t planes, int64_t plane,
+__global__ void __launch_bounds__(kThreads, 6)
+channel_pool_warp_kernel(const scalar_t* __restrict__ x, PoolShape shape, int64_t planes,
                          scalar_t* __restrict__ mean, scalar_t* __restrict__ max) {
   using acc = acc_t<scalar_t>;
   const int lane = threadIdx.x % 32;
-  const int64_t stride = int64_t(gridDim.x) * kWarps;
+  const int64_t plane = int64_t(shape.height) * shape.width;
+  const unsigned int first = blockIdx.x * kWarps + threadIdx.x / 32, stride = gridDim.x * kWarps;
+  gpu::NchwWalk at(first, stride, shape.channels, 1, 1);  // plane pi = (n, c)
   // The loop bound is uniform across a warp, so the full-mask shuffles are safe.
-  for (int64_t pi = int64_t(blockIdx.x) * kWarps + threadIdx.x / 32; pi < planes; pi += stride) {
+  for (int64_t pi = first; pi < planes; pi += stride, at.next()) {
     acc s, m;
-    plane_partial(x + pi * plane, plane, lane, 32, s, m);
+    plane_partial(x + at.n * shape.stride.n + at.c * shape.stride.c, shape, lane, 32, s, m);
     s = warp_sum(s);
     m = warp_nan_max(m);
     if (lane == 0) {
@@ -70,14 +86,16 @@ channel_pool_warp_kernel(const scalar_t* __restrict__ x, int64_t planes, int64_t
 // Block b reduces planes b, b + gridDim.x, ...; thread 0 writes.
 template <typename scalar_t>
 __global__ void __launch_bounds__(kThreads)
-channel_pool_block_kernel(const scalar_t* __restrict__ x, int64_t planes, int64_t plane,
+channel_pool_block_kernel(const scalar_t* __restrict__ x, PoolShape shape, int64_t planes,
                           scalar_t* __restrict__ mean, scalar_t* __restrict__ max) {
   using acc = acc_t<scalar_t>;
   __shared__ acc warp_sums[kWarps], warp_maxes[kWarps];
+  const int64_t plane = int64_t(shape.height) * shape.width;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  for (int64_t pi = blockIdx.x; pi < planes; pi += gridDim.x) {
+  gpu::NchwWalk at(blockIdx.x, gridDim.x, shape.channels, 1, 1);  // plane pi = (n, c)
+  for (int64_t pi = blockIdx.x; pi < planes; pi += gridDim.x, at.next()) {
     acc s, m;
-    plane_partial(x + pi * plane, plane, threadIdx.x, kThreads, s, m);
+    plane_partial(x + at.n * shape.stride.n + at.c * shape.stride.c, shape, threadIdx.x, kThreads, s, m);
     s = warp_sum(s);
     m = warp_nan_max(m);
     if (lane == 0) {
@@ -103,16 +121,19 @@ channel_pool_block_kernel(const scalar_t* __restrict__ x, int64_t planes, int64_
 // The mean is the sum times 1 / C, as the CPU kernel computes it.
 template <typename scalar_t>
 __global__ void __launch_bounds__(kThreads)
-spatial_pool_kernel(const scalar_t* __restrict__ x, int64_t pixels, int channels, int64_t plane,
+spatial_pool_kernel(const scalar_t* __restrict__ x, PoolShape shape, int64_t pixels,
                     acc_t<scalar_t> inv_channels, scalar_t* __restrict__ out) {
   using acc = acc_t<scalar_t>;
-  for (int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x; i < pixels; i += int64_t(gridDim.x) * kThreads) {
-    const int64_t n = i / plane, p = i - n * plane;
-    const scalar_t* __restrict__ px = x + n * channels * plane + p;
+  const int64_t plane = int64_t(shape.height) * shape.width;
+  const unsigned int first = blockIdx.x * kThreads + threadIdx.x, step = gridDim.x * kThreads;
+  gpu::NchwWalk at(first, step, 1, shape.height, shape.width);  // pixel i = (n, h, w)
+  for (int64_t i = first; i < pixels; i += step, at.next()) {
+    const int64_t n = at.n, p = int64_t(at.h) * shape.width + at.w;
+    const scalar_t* __restrict__ px = x + n * shape.stride.n + at.h * shape.stride.h + at.w * shape.stride.w;
     acc sum = static_cast<acc>(px[0]);
     acc max = sum;
-    for (int c = 1; c < channels; ++c) {
-      const acc y = static_cast<acc>(px[c * plane]);
+    for (int c = 1; c < shape.channels; ++c) {
+      const acc y = static_cast<acc>(px[c * shape.stride.c]);
       sum += y;
       max = nan_max(max, y);
     }
@@ -127,8 +148,9 @@ std::tuple<at::Tensor, at::Tensor> channel_pool_cuda(const at::Tensor& x_in) {
   check_pool_input(x_in, op);
   gpu::check_cuda_input(x_in, op);
   c10::cuda::CUDAGuard device_guard(x_in.device());
-  const at::Tensor x = x_in.contiguous();
+  const at::Tensor& x = x_in;  // read through its strides, never copied
   const int64_t planes = x.size(0) * x.size(1), plane = x.size(2) * x.size(3);
+  const PoolShape shape{int(x.size(1)), int(x.size(2)), int(x.size(3)), gpu::strides_of(x)};
   at::Tensor mean = at::empty({x.size(0), x.size(1)}, x.options());
   at::Tensor max = at::empty({x.size(0), x.size(1)}, x.options());
   if (x.numel() == 0) return {mean, max};
@@ -140,11 +162,11 @@ std::tuple<at::Tensor, at::Tensor> channel_pool_cuda(const at::Tensor& x_in) {
     scalar_t* xq = max.mutable_data_ptr<scalar_t>();
     if (plane >= kBlockPlane) {
       channel_pool_block_kernel<scalar_t>
-          <<<gpu::grid_size(planes, 1, device), kThreads, 0, stream>>>(xp, planes, plane, mp, xq);
+          <<<gpu::grid_size(planes, 1, device), kThreads, 0, stream>>>(xp, shape, planes, mp, xq);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     } else {
       channel_pool_warp_kernel<scalar_t>
-          <<<gpu::grid_size(planes, kWarps, device), kThreads, 0, stream>>>(xp, planes, plane, mp, xq);
+          <<<gpu::grid_size(planes, kWarps, device), kThreads, 0, stream>>>(xp, shape, planes, mp, xq);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
   });
@@ -156,9 +178,10 @@ at::Tensor spatial_pool_cuda(const at::Tensor& x_in) {
   check_pool_input(x_in, op);
   gpu::check_cuda_input(x_in, op);
   c10::cuda::CUDAGuard device_guard(x_in.device());
-  const at::Tensor x = x_in.contiguous();
+  const at::Tensor& x = x_in;  // read through its strides, never copied
   const int64_t n = x.size(0), plane = x.size(2) * x.size(3);
   const int channels = x.size(1);
+  const PoolShape shape{channels, int(x.size(2)), int(x.size(3)), gpu::strides_of(x)};
   at::Tensor out = at::empty({n, 2, x.size(2), x.size(3)}, x.options());
   if (x.numel() == 0) return out;
   const int device = x.get_device();
@@ -166,7 +189,7 @@ at::Tensor spatial_pool_cuda(const at::Tensor& x_in) {
   MSF_DISPATCH_CUDA_TYPES(x.scalar_type(), op, [&] {
     using acc = acc_t<scalar_t>;
     spatial_pool_kernel<scalar_t><<<gpu::grid_size(n * plane, kThreads, device), kThreads, 0, stream>>>(
-        x.const_data_ptr<scalar_t>(), n * plane, channels, plane, acc(1) / acc(channels),
+        x.const_data_ptr<scalar_t>(), shape, n * plane, acc(1) / acc(channels),
         out.mutable_data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });

@@ -5,7 +5,8 @@
 // (max with NaN propagation, scale/shift 1 and 0 when absent).
 //
 // Work split (tiled kernel): one block per (sample n, block of COB output
-// channels, tile of `tile_rows` pooled rows), grid-stride over all of them.
+// channels, tile of `tile_rows` pooled rows): blockIdx.x is the (channel
+// block, tile) pair, blockIdx.y a grid-stride over the samples.
 // The block stages in shared memory the zero-padded input rows its tile needs
 // (Cin x (tile_rows * pool + K - 1) x (W + K - 1), halo included) and the
 // COB x Cin x K x K weights, then each thread produces one pooled pixel for all
@@ -17,6 +18,10 @@
 // Fallback kernel, when even one pooled row of input does not fit in shared
 // memory: one thread per pooled output (n, co, oh, ow), reading x and weight
 // from global memory (L1/L2).
+// x is read through its strides (any layout, expanded batches included; see
+// gpu::Strides4); the weights are made contiguous (they are small). Taps on the
+// 'same' zero padding are multiplied like any other, as the CPU kernel does on
+// its zero-padded copy: a NaN or inf weight gives NaN at the borders on both.
 #include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -34,6 +39,7 @@ constexpr int kThreads = 256;
 struct ConvShape {
   int64_t batch;
   int cin, height, width, cout, kernel, pool, out_height, out_width;
+  gpu::Strides4 x;  // element strides of x
 };
 
 // Host-side sizes of the tiled kernel's shared memory, in bytes.
@@ -44,11 +50,32 @@ int64_t tiled_smem_bytes(const ConvShape& s, int tile_rows) {
          gpu::smem_bytes<acc>(int64_t(COB) * s.cin * s.kernel * s.kernel) + gpu::smem_bytes<acc>(3 * COB);
 }
 
+// Blocks of kThreads per SM that the tiled kernel's registers must allow (the
+// second argument of __launch_bounds__; 65536 registers per SM). Without it
+// ptxas aims at an occupancy step of its own and spills registers to reach it.
+// Chosen per variant and architecture (ptxas for sm_80 needs more registers
+// for the same code) as a count at which ptxas compiles the variant without
+// spills or a stack frame (benchmarks/ptxas_report.sh 80 / 90 checks), tried
+// from the occupancy ptxas aimed at downwards: the COB accumulators and pool
+// maxima of a thread grow with COB, and are twice as wide in double (double
+// with COB 8 on sm_80 needs 196 registers: one block per SM). __CUDA_ARCH__ is
+// defined in each device pass only; the host pass ignores launch bounds.
+template <typename acc, int COB>
+constexpr int tiled_min_blocks() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
+  if (sizeof(acc) == 8) return COB >= 8 ? 1 : COB >= 2 ? 4 : 6;
+  return COB >= 8 ? 3 : COB >= 2 ? 4 : 8;
+#else
+  if (sizeof(acc) == 8) return COB >= 8 ? 2 : COB >= 2 ? 4 : 6;
+  return COB >= 8 ? 3 : COB >= 4 ? 5 : COB >= 2 ? 6 : 8;
+#endif
+}
+
 template <typename scalar_t, int COB>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, tiled_min_blocks<acc_t<scalar_t>, COB>())
 conv_block_tiled_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ weight,
                         const scalar_t* __restrict__ bias, const scalar_t* __restrict__ scale,
-                        const scalar_t* __restrict__ shift, ConvShape s, int tile_rows, int tiles, int co_blocks,
+                        const scalar_t* __restrict__ shift, ConvShape s, int tile_rows, int tiles,
                         scalar_t* __restrict__ out) {
   using acc = acc_t<scalar_t>;
   extern __shared__ __align__(16) unsigned char smem[];
@@ -63,15 +90,13 @@ conv_block_tiled_kernel(const scalar_t* __restrict__ x, const scalar_t* __restri
   acc* s_scale = s_bias + COB;                                               // (COB)
   acc* s_shift = s_scale + COB;                                              // (COB)
 
-  const int64_t work = s.batch * co_blocks * tiles;
-  for (int64_t b = blockIdx.x; b < work; b += gridDim.x) {
-    const int tile = int(b % tiles);
-    const int64_t rest = b / tiles;
-    const int co0 = int(rest % co_blocks) * COB;
-    const int64_t n = rest / co_blocks;
+  // blockIdx.x = (channel block, tile), tile fastest: 32-bit, fixed per block;
+  // only the sample index n changes (and lives in registers) across the loop.
+  const int tile = int(blockIdx.x % unsigned(tiles)), co0 = int(blockIdx.x / unsigned(tiles)) * COB;
+  for (int64_t n = blockIdx.y; n < s.batch; n += gridDim.y) {
     const int ph0 = tile * tile_rows;         // first pooled row of the tile
     const int row0 = ph0 * s.pool - pad;      // input row held in s_in row 0
-    const scalar_t* __restrict__ xn = x + n * s.cin * s.height * s.width;
+    const scalar_t* __restrict__ xn = x + n * s.x.n;
 
     // Stage the input rows, zero outside the image ('same' padding, rows past
     // the last tile's end too: they only feed conv rows that are never pooled).
@@ -80,7 +105,7 @@ conv_block_tiled_kernel(const scalar_t* __restrict__ x, const scalar_t* __restri
       const int ih = row0 + rem / padded_width, iw = rem % padded_width - pad;
       acc v = acc(0);
       if (ih >= 0 && ih < s.height && iw >= 0 && iw < s.width)
-        v = static_cast<acc>(xn[(int64_t(ci) * s.height + ih) * s.width + iw]);
+        v = static_cast<acc>(xn[ci * s.x.c + ih * s.x.h + iw * s.x.w]);
       s_in[i] = v;
     }
     // Weights of channels co0 .. co0 + COB - 1; channels past cout get zeros
@@ -139,26 +164,25 @@ conv_block_tiled_kernel(const scalar_t* __restrict__ x, const scalar_t* __restri
 }
 
 // Thread of pooled output idx = (n, co, oh, ow) (ow fastest), grid-stride.
+// Four blocks per SM: a register budget (64) that compiles without spills for
+// sm_80 and sm_90 (ptxas otherwise spills to reach a higher occupancy step).
 template <typename scalar_t>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 4)
 conv_block_global_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ weight,
                          const scalar_t* __restrict__ bias, const scalar_t* __restrict__ scale,
                          const scalar_t* __restrict__ shift, ConvShape s, scalar_t* __restrict__ out) {
   using acc = acc_t<scalar_t>;
   const int kernel = s.kernel, pad = same_pad(kernel);
   const int64_t total = s.batch * s.cout * s.out_height * s.out_width;
-  for (int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; idx < total;
-       idx += int64_t(gridDim.x) * blockDim.x) {
-    const int ow = int(idx % s.out_width);
-    int64_t t = idx / s.out_width;
-    const int oh = int(t % s.out_height);
-    t /= s.out_height;
-    const int co = int(t % s.cout);
-    const int64_t n = t / s.cout;
+  const unsigned int first = blockIdx.x * blockDim.x + threadIdx.x, step = gridDim.x * blockDim.x;
+  gpu::NchwWalk at(first, step, s.cout, s.out_height, s.out_width);
+  for (int64_t idx = first; idx < total; idx += step, at.next()) {
+    const int ow = at.w, oh = at.h, co = at.c;
+    const int64_t n = at.n;
     const acc b = static_cast<acc>(bias[co]);
     const acc sc = scale != nullptr ? static_cast<acc>(scale[co]) : acc(1);
     const acc sh = shift != nullptr ? static_cast<acc>(shift[co]) : acc(0);
-    const scalar_t* __restrict__ xn = x + n * s.cin * s.height * s.width;
+    const scalar_t* __restrict__ xn = x + n * s.x.n;
     const scalar_t* __restrict__ wc = weight + int64_t(co) * s.cin * kernel * kernel;
     acc pooled = gpu::lowest<acc>();
     for (int pi = 0; pi < s.pool; ++pi) {
@@ -168,13 +192,15 @@ conv_block_global_kernel(const scalar_t* __restrict__ x, const scalar_t* __restr
         for (int ci = 0; ci < s.cin; ++ci) {
           for (int kh = 0; kh < kernel; ++kh) {
             const int ih = h - pad + kh;
-            if (ih < 0 || ih >= s.height) continue;  // zero padding
-            const scalar_t* in_row = xn + (int64_t(ci) * s.height + ih) * s.width;
+            const bool row_inside = ih >= 0 && ih < s.height;
+            const int64_t row = ci * s.x.c + ih * s.x.h;
             const scalar_t* w_row = wc + (ci * kernel + kh) * kernel;
             for (int kw = 0; kw < kernel; ++kw) {
               const int iw = w - pad + kw;
-              if (iw < 0 || iw >= s.width) continue;
-              conv += static_cast<acc>(w_row[kw]) * static_cast<acc>(in_row[iw]);
+              // A tap on the zero padding still multiplies its weight (0 * NaN = NaN, as on the CPU).
+              const bool inside = row_inside && iw >= 0 && iw < s.width;
+              const acc v = inside ? static_cast<acc>(xn[row + iw * s.x.w]) : acc(0);
+              conv += static_cast<acc>(w_row[kw]) * v;
             }
           }
         }
@@ -208,9 +234,15 @@ bool try_launch_tiled(const scalar_t* x, const scalar_t* weight, const scalar_t*
   const int tiles = int(gpu::ceil_div(s.out_height, tile_rows));
   const int threads = int(std::min<int64_t>(kThreads, gpu::ceil_div(int64_t(tile_rows) * s.out_width, 32) * 32));
   const int64_t smem = tiled_smem_bytes<acc, COB>(s, tile_rows);
-  conv_block_tiled_kernel<scalar_t, COB>
-      <<<gpu::grid_size(samples_blocks * tiles, 1, device), threads, smem, stream>>>(
-          x, weight, bias, scale, shift, s, tile_rows, tiles, co_blocks, out);
+  // x: every (channel block, tile) of a sample; y: as many samples at a time
+  // as keep the grid within grid_size's total (y <= 65535, the grid limit).
+  const int64_t per_sample = int64_t(co_blocks) * tiles;
+  TORCH_CHECK(per_sample <= std::numeric_limits<int>::max(), "meanspot_fused.conv_block: ", per_sample,
+              " channel blocks x tiles per sample exceed the CUDA grid");
+  const int64_t samples_at_once = std::max<int64_t>(1, gpu::grid_size(samples_blocks * tiles, 1, device) / per_sample);
+  const dim3 grid(unsigned(per_sample), unsigned(std::min<int64_t>({s.batch, samples_at_once, 65535})));
+  conv_block_tiled_kernel<scalar_t, COB><<<grid, threads, smem, stream>>>(x, weight, bias, scale, shift, s, tile_rows,
+                                                                           tiles, out);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return true;
 }
@@ -220,7 +252,8 @@ void conv_block_cuda_impl(const at::Tensor& x, const at::Tensor& weight, const a
                           const scalar_t* scale, const scalar_t* shift, int pool, at::Tensor& out) {
   const ConvShape s{x.size(0),        int(x.size(1)),      int(x.size(2)),
                     int(x.size(3)),   int(weight.size(0)), int(weight.size(2)),
-                    pool,             int(x.size(2)) / pool, int(x.size(3)) / pool};
+                    pool,             int(x.size(2)) / pool, int(x.size(3)) / pool,
+                    gpu::strides_of(x)};
   const int device = x.get_device();
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const scalar_t* xp = x.const_data_ptr<scalar_t>();
@@ -252,8 +285,10 @@ at::Tensor conv_block_cuda(const at::Tensor& x_in, const at::Tensor& weight_in, 
   check_conv_block_args(x_in, weight_in, bias_in, scale_in, shift_in, pool);
   gpu::check_cuda_input(x_in, op);
   c10::cuda::CUDAGuard device_guard(x_in.device());
-  // Kernels index dense (C, H, W) planes: any input layout is made contiguous here.
-  const at::Tensor x = x_in.contiguous(), weight = weight_in.contiguous(), bias = bias_in.contiguous();
+  // x is read through its strides (no copy of expanded or strided batches); the
+  // kernels index the small parameter tensors as dense arrays.
+  const at::Tensor& x = x_in;
+  const at::Tensor weight = weight_in.contiguous(), bias = bias_in.contiguous();
   const at::Tensor scale = scale_in.has_value() ? scale_in->contiguous() : at::Tensor();
   const at::Tensor shift = shift_in.has_value() ? shift_in->contiguous() : at::Tensor();
   at::Tensor out = at::empty({x.size(0), weight.size(0), x.size(2) / pool, x.size(3) / pool}, x.options());

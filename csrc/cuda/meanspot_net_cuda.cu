@@ -12,13 +12,16 @@
 // per-sample blocks of cpu/sample_kernels.h); parameter layout: net_layout.h.
 //
 // Work split: one block of kThreads threads per sample, grid-stride over the
-// batch; only u, v, os, the packed parameters and the outputs touch global
-// memory. Every intermediate lives in the block's scratch (NetSmem), in acc_t:
+// batch; only u, v, os (read through their strides: any layout, expanded
+// batches included, never copied), the packed parameters and the outputs touch
+// global memory. Every intermediate lives in the block's scratch (NetSmem), in acc_t:
 //   act     (8, 42, 42)  a branch's activations; in the heads: the head's
 //                        activations (8, 14, 14) and its conv weights
 //   map     (46, 46) zero-padded input map of the branch conv, then (2, H, W)
 //           channel mean/max of CBAM (the spatial conv clamps its loops at the
-//           border instead of reading a padded map: no K-sized halo)
+//           border instead of reading a padded map: no K-sized halo; when a
+//           spatial weight is not finite it runs every tap instead, so that
+//           0 * NaN on the padding gives NaN as on the CPU)
 //   sgate   (H, W) spatial gate of CBAM
 //   merged  (14, 18, 18) the concat, zero-padded for the head conv; its border
 //           is zeroed once per block and never written
@@ -28,6 +31,11 @@
 // an SM of H100 (dynamic shared memory above 48 KB is opted in); twice that in
 // float64. Where the device cannot give that much to one block, the scratch is
 // a per-block slice of a global workspace instead (same kernel, fewer blocks).
+// Besides, a small static NetTable (offsets, inputs) in shared memory.
+// Registers: __launch_bounds__(kThreads, 2) matches the two blocks per SM that
+// shared memory allows and lets ptxas use up to 128 registers (it chose 64 and
+// spilled without the second argument); nothing is indexed at run time in
+// registers or kernel parameters (see NetTable), so there is no stack frame.
 // Steps of one sample, separated by __syncthreads():
 //   per branch: stage the padded input and the conv parameters; conv with F
 //   accumulators per thread (thread per pixel); [CBAM: warp per channel for
@@ -112,6 +120,25 @@ NetSmem net_smem_layout(int spatial_kernel) {
   return l;
 }
 
+// The three input maps u, v, os (index b of the branch): (N, 1, 42, 42) read
+// through their element strides (the channel stride is irrelevant: C = 1).
+template <typename scalar_t>
+struct NetInputs {
+  const scalar_t* data[3];
+  int64_t stride_n[3], stride_h[3], stride_w[3];
+};
+
+// What the kernel selects with a run-time branch or head index. A kernel
+// parameter (or register array) indexed at run time is copied to local memory:
+// a stack frame and spill traffic in the hot loop. Copied once per block into
+// static shared memory instead, where run-time indexing is an ordinary load.
+template <typename scalar_t>
+struct NetTable {
+  NetOffsets offsets;
+  NetInputs<scalar_t> inputs;
+  int hidden[3];
+};
+
 MSF_HOST_DEVICE float exp_acc(float x) { return ::expf(x); }
 MSF_HOST_DEVICE double exp_acc(double x) { return ::exp(x); }
 
@@ -160,8 +187,14 @@ __device__ __forceinline__ void cbam_block(const acc_t<scalar_t>* x, int channel
   acc* gate = stats + NetSmem::kGate;
   acc* hid = stats + NetSmem::kHidden;
 
-  // Stage the spatial weight; mean and max over H x W of each channel (warp per channel).
-  for (int i = threadIdx.x; i < 2 * kernel * kernel; i += kThreads) sw[i] = static_cast<acc>(p[co.spatial + i]);
+  // Stage the spatial weight (noting whether all of it is finite, for the
+  // spatial conv); mean and max over H x W of each channel (warp per channel).
+  bool finite = true;
+  for (int i = threadIdx.x; i < 2 * kernel * kernel; i += kThreads) {
+    const acc wv = static_cast<acc>(p[co.spatial + i]);
+    sw[i] = wv;
+    finite = finite && isfinite(wv);
+  }
   for (int c = warp; c < channels; c += kWarps) {
     const acc* xc = x + c * plane;
     acc sum = acc(0), m = gpu::lowest<acc>();
@@ -177,7 +210,7 @@ __device__ __forceinline__ void cbam_block(const acc_t<scalar_t>* x, int channel
       mx[c] = m;
     }
   }
-  __syncthreads();
+  const bool sw_finite = __syncthreads_and(finite);  // block-uniform
 
   // Hidden units relu(W1 t + b1) of t = mean (t < hidden) and t = max.
   for (int t = threadIdx.x; t < 2 * hidden; t += kThreads) {
@@ -216,20 +249,38 @@ __device__ __forceinline__ void cbam_block(const acc_t<scalar_t>* x, int channel
   }
   __syncthreads();
 
-  // Spatial gate sigmoid(scale * conv_same(smap, sw) + shift); the loops skip
-  // the taps that fall on the zero padding.
+  // Spatial gate sigmoid(scale * conv_same(smap, sw) + shift). The CPU kernel
+  // multiplies every weight, the ones on its zero padding included. With finite
+  // weights those taps add exact zeros, so the loops skip them (clamped to the
+  // image); a NaN or inf weight would make them NaN (0 * inf = NaN), so then
+  // every tap runs, with 0 for the padding, in the CPU's order.
   const acc sp_scale = static_cast<acc>(p[co.scale]), sp_shift = static_cast<acc>(p[co.shift]);
   const int pad = same_pad(kernel);
   for (int q = threadIdx.x; q < plane; q += kThreads) {
     const int h = q / size, w = q - h * size;
-    const int kh0 = max(0, pad - h), kh1 = min(kernel, size + pad - h);
-    const int kw0 = max(0, pad - w), kw1 = min(kernel, size + pad - w);
     acc conv = acc(0);
-    for (int ci = 0; ci < 2; ++ci) {
-      for (int kh = kh0; kh < kh1; ++kh) {
-        const acc* in_row = smap + ci * plane + (h + kh - pad) * size + (w - pad);
-        const acc* w_row = sw + (ci * kernel + kh) * kernel;
-        for (int kw = kw0; kw < kw1; ++kw) conv += w_row[kw] * in_row[kw];
+    if (sw_finite) {
+      const int kh0 = max(0, pad - h), kh1 = min(kernel, size + pad - h);
+      const int kw0 = max(0, pad - w), kw1 = min(kernel, size + pad - w);
+      for (int ci = 0; ci < 2; ++ci) {
+        for (int kh = kh0; kh < kh1; ++kh) {
+          const acc* in_row = smap + ci * plane + (h + kh - pad) * size + (w - pad);
+          const acc* w_row = sw + (ci * kernel + kh) * kernel;
+          for (int kw = kw0; kw < kw1; ++kw) conv += w_row[kw] * in_row[kw];
+        }
+      }
+    } else {
+      for (int ci = 0; ci < 2; ++ci) {
+        for (int kh = 0; kh < kernel; ++kh) {
+          const int ih = h + kh - pad;
+          const bool row_inside = ih >= 0 && ih < size;
+          const acc* w_row = sw + (ci * kernel + kh) * kernel;
+          for (int kw = 0; kw < kernel; ++kw) {
+            const int iw = w + kw - pad;
+            const acc v = row_inside && iw >= 0 && iw < size ? smap[ci * plane + ih * size + iw] : acc(0);
+            conv += w_row[kw] * v;
+          }
+        }
       }
     }
     sgate[q] = sigmoid(sp_scale * conv + sp_shift);
@@ -296,13 +347,13 @@ __device__ __forceinline__ void head_conv(const acc* merged, const acc* weight, 
 }
 
 template <typename scalar_t, bool kGlobalScratch>
-__global__ void __launch_bounds__(kThreads)
-meanspot_net_kernel(const scalar_t* __restrict__ u, const scalar_t* __restrict__ v,
-                    const scalar_t* __restrict__ os, const scalar_t* __restrict__ p, NetConfig cfg, NetOffsets o,
+__global__ void __launch_bounds__(kThreads, 2)
+meanspot_net_kernel(NetInputs<scalar_t> inputs, const scalar_t* __restrict__ p, NetConfig cfg, NetOffsets o,
                     NetSmem l, int64_t batch, int outputs, acc_t<scalar_t>* __restrict__ workspace,
                     scalar_t* __restrict__ out) {
   using acc = acc_t<scalar_t>;
   extern __shared__ __align__(16) unsigned char smem[];
+  __shared__ NetTable<scalar_t> table;
   acc* scratch = kGlobalScratch ? workspace + int64_t(blockIdx.x) * l.total : reinterpret_cast<acc*>(smem);
   acc* act = scratch + l.act;
   acc* map = scratch + l.map;
@@ -316,18 +367,28 @@ meanspot_net_kernel(const scalar_t* __restrict__ u, const scalar_t* __restrict__
 
   // The merged map's zero border: the branches write only its interior.
   for (int i = threadIdx.x; i < kM * kMPlane; i += kThreads) merged[i] = acc(0);
+  if (threadIdx.x == 0) {
+    table.offsets = o;
+    table.inputs = inputs;
+    table.hidden[0] = cfg.hidden[0];
+    table.hidden[1] = cfg.hidden[1];
+    table.hidden[2] = cfg.hidden[2];
+  }
   __syncthreads();
 
   for (int64_t n = blockIdx.x; n < batch; n += gridDim.x) {
     // --- branches u, v, os -> merged channels [0, 3), [3, 6), [6, 14)
     int channel0 = 0;
     for (int b = 0; b < 3; ++b) {
-      const int F = b == 2 ? 8 : 3;
-      const BranchOffsets& br = o.branch[b];
-      const scalar_t* in = (b == 0 ? u : b == 1 ? v : os) + n * kPlane;
+      const int F = NetConfig::branch_filters(b);
+      const BranchOffsets& br = table.offsets.branch[b];
+      const NetInputs<scalar_t>& ins = table.inputs;
+      const scalar_t* in = ins.data[b] + n * ins.stride_n[b];
+      const int64_t stride_h = ins.stride_h[b], stride_w = ins.stride_w[b];
       for (int i = threadIdx.x; i < kSP * kSP; i += kThreads) {
         const int ih = i / kSP - same_pad(kBK), iw = i % kSP - same_pad(kBK);
-        map[i] = ih >= 0 && ih < kS && iw >= 0 && iw < kS ? static_cast<acc>(in[ih * kS + iw]) : acc(0);
+        map[i] = ih >= 0 && ih < kS && iw >= 0 && iw < kS ? static_cast<acc>(in[ih * stride_h + iw * stride_w])
+                                                          : acc(0);
       }
       for (int i = threadIdx.x; i < F * kBK * kBK; i += kThreads) bw[i] = static_cast<acc>(p[br.weight + i]);
       for (int f = threadIdx.x; f < F; f += kThreads) {
@@ -347,7 +408,7 @@ meanspot_net_kernel(const scalar_t* __restrict__ u, const scalar_t* __restrict__
         dst[c * kMPlane + (oh + same_pad(kHK)) * kMP + ow + same_pad(kHK)] = m;
       };
       if (cfg.cbam_branches) {
-        cbam_block<scalar_t>(act, F, kS, NetConfig::kBranchPool, p, br.cbam, cfg.hidden[b], cfg.spatial_kernel,
+        cbam_block<scalar_t>(act, F, kS, NetConfig::kBranchPool, p, br.cbam, table.hidden[b], cfg.spatial_kernel,
                              stats, map, sgate, sw, store);
       } else {
         pool_planes<acc>(F, kS, NetConfig::kBranchPool, [&](int c, int k) { return act[c * kPlane + k]; }, store);
@@ -359,7 +420,7 @@ meanspot_net_kernel(const scalar_t* __restrict__ u, const scalar_t* __restrict__
     // --- heads: spot (1 output), recog (softmax over recog_classes)
     int out0 = 0;
     for (int hi = 0; hi < o.heads; ++hi) {
-      const HeadOffsets& hd = o.head[hi];
+      const HeadOffsets& hd = table.offsets.head[hi];
       acc* hweight = act + NetSmem::kHeadWeight;
       acc* hbias = act + NetSmem::kHeadBias;
       for (int i = threadIdx.x; i < kHF * kHeadTaps; i += kThreads) hweight[i] = static_cast<acc>(p[hd.weight + i]);
@@ -414,31 +475,35 @@ template <typename scalar_t>
 void meanspot_net_cuda_impl(const at::Tensor& u, const at::Tensor& v, const at::Tensor& os, const at::Tensor& params,
                             const NetConfig& c, at::Tensor& out) {
   using acc = acc_t<scalar_t>;
+  constexpr const char* op = "meanspot_fused.meanspot_net";
   const NetOffsets o = layout_net(c);
   const NetSmem l = net_smem_layout<acc>(c.spatial_kernel);
   const int64_t batch = u.size(0);
   const int device = u.get_device();
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const int64_t bytes = l.total * int64_t(sizeof(acc));
-  const scalar_t* up = u.const_data_ptr<scalar_t>();
-  const scalar_t* vp = v.const_data_ptr<scalar_t>();
-  const scalar_t* osp = os.const_data_ptr<scalar_t>();
+  NetInputs<scalar_t> inputs;
+  const at::Tensor* maps[3] = {&u, &v, &os};
+  for (int b = 0; b < 3; ++b) {
+    inputs.data[b] = maps[b]->const_data_ptr<scalar_t>();
+    inputs.stride_n[b] = maps[b]->stride(0);
+    inputs.stride_h[b] = maps[b]->stride(2);
+    inputs.stride_w[b] = maps[b]->stride(3);
+  }
   const scalar_t* pp = params.const_data_ptr<scalar_t>();
-  scalar_t* op = out.mutable_data_ptr<scalar_t>();
-  if (bytes <= gpu::max_smem_optin(device)) {
-    auto kernel = meanspot_net_kernel<scalar_t, false>;
-    gpu::allow_dynamic_smem(kernel, bytes);
-    kernel<<<gpu::grid_size(batch, 1, device), kThreads, bytes, stream>>>(up, vp, osp, pp, c, o, l, batch, c.outputs(),
-                                                                           nullptr, op);
+  scalar_t* outp = out.mutable_data_ptr<scalar_t>();
+  if (bytes <= gpu::dynamic_smem_limit<meanspot_net_kernel<scalar_t, false>>(device)) {
+    gpu::require_dynamic_smem<meanspot_net_kernel<scalar_t, false>>(bytes, device, op);
+    meanspot_net_kernel<scalar_t, false><<<gpu::grid_size(batch, 1, device), kThreads, bytes, stream>>>(
+        inputs, pp, c, o, l, batch, c.outputs(), nullptr, outp);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   } else {
     // One scratch slice per block: as many blocks as the SMs hold, within the workspace cap.
     const int64_t blocks = std::max<int64_t>(
         1, std::min<int64_t>({batch, 2 * int64_t(gpu::sm_count(device)), kMaxWorkspaceBytes / bytes}));
     at::Tensor workspace = at::empty({blocks * l.total}, u.options().dtype(gpu::acc_scalar_type<scalar_t>()));
-    auto kernel = meanspot_net_kernel<scalar_t, true>;
-    kernel<<<static_cast<unsigned int>(blocks), kThreads, 0, stream>>>(up, vp, osp, pp, c, o, l, batch, c.outputs(),
-                                                                        workspace.mutable_data_ptr<acc>(), op);
+    meanspot_net_kernel<scalar_t, true><<<static_cast<unsigned int>(blocks), kThreads, 0, stream>>>(
+        inputs, pp, c, o, l, batch, c.outputs(), workspace.mutable_data_ptr<acc>(), outp);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
 }
@@ -452,11 +517,12 @@ at::Tensor meanspot_net_cuda(const at::Tensor& u_in, const at::Tensor& v_in, con
   TORCH_CHECK(t == at::kFloat || t == at::kHalf || t == at::kBFloat16 || t == at::kDouble, op,
               ": on CUDA u, v, os must be float16, bfloat16, float32 or float64, got ", t);
   c10::cuda::CUDAGuard device_guard(u_in.device());
-  const at::Tensor u = u_in.contiguous(), v = v_in.contiguous(), os = os_in.contiguous(),
-                   params = params_in.contiguous();
-  at::Tensor out = at::empty({u.size(0), c.outputs()}, u.options());
-  if (u.size(0) == 0) return out;
-  MSF_DISPATCH_CUDA_TYPES(t, op, [&] { meanspot_net_cuda_impl<scalar_t>(u, v, os, params, c, out); });
+  // u, v, os are read through their strides (no copy of expanded or strided
+  // batches); the kernel indexes the packed parameters as a dense vector.
+  const at::Tensor params = params_in.contiguous();
+  at::Tensor out = at::empty({u_in.size(0), c.outputs()}, u_in.options());
+  if (out.numel() == 0) return out;
+  MSF_DISPATCH_CUDA_TYPES(t, op, [&] { meanspot_net_cuda_impl<scalar_t>(u_in, v_in, os_in, params, c, out); });
   return out;
 }
 

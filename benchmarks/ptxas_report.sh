@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# Register, spill, stack-frame and static shared-memory use of every CUDA
+# kernel of meanspot_fused, as ptxas reports it (`nvcc -Xptxas -v`), written
+# as a markdown table. Needs no GPU: only nvcc and a CUDA build of torch for
+# its headers (the venv of .ci/cuda_compile.sh).
+#
+#   bash benchmarks/ptxas_report.sh [ARCH] [OUTPUT]
+#   ARCH defaults to 90 (sm_90), OUTPUT to benchmarks/results/ptxas_sm$ARCH.md.
+#
+# Every csrc/cuda/*.cu is compiled on its own, so kernels added later are
+# covered without touching this script. The flags mirror the build's for one
+# architecture: setup.py's extra_compile_args["nvcc"] (-O3
+# --expt-relaxed-constexpr; keep the two in step) plus torch's common nvcc
+# flags, C++ standard and include paths; defines that only concern host code
+# are left out. Exits with status 1 when a kernel spills or has a stack frame
+# (the table is written either way).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ARCH=${1:-90}
+OUTPUT=${2:-benchmarks/results/ptxas_sm$ARCH.md}
+export CUDA_HOME=${CUDA_HOME:-/usr/local/cuda}
+VENV=${MEANSPOT_CUDA_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/meanspot_fused/venv-cuda}
+PY="$VENV/bin/python"
+NVCC="$CUDA_HOME/bin/nvcc"
+[ -x "$PY" ] || { echo "ptxas-report: no venv at $VENV (run .ci/cuda_compile.sh once to create it)" >&2; exit 2; }
+
+# torch's include paths, C++ standard and common nvcc flags, as cpp_extension passes them.
+mapfile -t TORCH_FLAGS < <("$PY" - <<'PY'
+import torch.utils.cpp_extension as ce
+try:
+    paths = ce.include_paths(device_type="cuda")
+except TypeError:  # torch < 2.6
+    paths = ce.include_paths(cuda=True)
+for p in paths:
+    print("-I" + p)
+for f in ce.COMMON_NVCC_FLAGS:
+    print(f)
+# torch >= 2.14 headers need C++20, older ones C++17 (what cpp_extension picks).
+import torch
+major, minor = (int(v) for v in torch.__version__.split("+")[0].split(".")[:2])
+print("-std=c++20" if (major, minor) >= (2, 14) else "-std=c++17")
+PY
+)
+FLAGS=(-O3 --expt-relaxed-constexpr "${TORCH_FLAGS[@]}" -DMEANSPOT_WITH_CUDA -DTORCH_EXTENSION_NAME=_C
+       -Icsrc -gencode "arch=compute_$ARCH,code=sm_$ARCH" -Xptxas -v)
+
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+for cu in csrc/cuda/*.cu; do
+  echo "ptxas-report: compiling $cu for sm_$ARCH" >&2
+  if ! "$NVCC" "${FLAGS[@]}" -c "$cu" -o "$WORK/$(basename "$cu").o" 2> "$WORK/$(basename "$cu").log"; then
+    cat "$WORK/$(basename "$cu").log" >&2
+    echo "ptxas-report: nvcc failed on $cu" >&2
+    exit 2
+  fi
+done
+
+NVCC_VERSION=$("$NVCC" --version | sed -n 's/.*release \(.*\)$/\1/p')
+TORCH_VERSION=$("$PY" -c "import torch; print(torch.__version__)")
+COMMAND="$NVCC ${FLAGS[*]} -c csrc/cuda/<file>.cu"
+COMMAND=${COMMAND//$VENV/\$VENV}
+# cu++filt where the toolkit has it, else binutils' c++filt (same mangling).
+DEMANGLE=$(command -v "$CUDA_HOME/bin/cu++filt" || command -v c++filt) ||
+  { echo "ptxas-report: needs cu++filt or c++filt" >&2; exit 2; }
+"$PY" - "$WORK" "$ARCH" "$OUTPUT" "$NVCC_VERSION" "$TORCH_VERSION" "$COMMAND" "$DEMANGLE" <<'PY'
+import datetime
+import glob
+import os
+import re
+import subprocess
+import sys
+
+work, arch, output, nvcc_version, torch_version, command, demangle = sys.argv[1:]
+rows = []
+for log in sorted(glob.glob(os.path.join(work, "*.cu.log"))):
+    source = os.path.basename(log)[:-len(".log")]
+    kernel = None
+    for line in open(log):
+        m = re.search(r"Compiling entry function '(\S+)' for 'sm_\d+'", line)
+        if m:
+            kernel = {"source": source, "mangled": m.group(1), "stack": 0, "stores": 0, "loads": 0, "smem": 0}
+            rows.append(kernel)
+            continue
+        if kernel is None:
+            continue
+        m = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", line)
+        if m:
+            kernel["stack"], kernel["stores"], kernel["loads"] = map(int, m.groups())
+        m = re.search(r"Used (\d+) registers", line)
+        if m:
+            kernel["registers"] = int(m.group(1))
+            s = re.search(r"(\d+) bytes smem", line)
+            kernel["smem"] = int(s.group(1)) if s else 0
+names = subprocess.run([demangle], input="\n".join(r["mangled"] for r in rows), capture_output=True,
+                       text=True, check=True).stdout.splitlines()
+
+
+def short(name):
+    """Kernel name and template arguments, without the namespace and the parameter list."""
+    name = re.sub(r"meanspot::\(anonymous namespace\)::", "", name)
+    name = re.sub(r"^void ", "", name)
+    depth = 0
+    for i, ch in enumerate(name):  # cut the parameter list: the first '(' outside template brackets
+        depth += ch == "<"
+        depth -= ch == ">"
+        if ch == "(" and depth == 0:
+            return name[:i]
+    return name
+
+
+for r, n in zip(rows, names):
+    r["name"] = short(n)
+bad = [r for r in rows if r["stack"] or r["stores"] or r["loads"]]
+lines = [
+    f"# ptxas resource use of the CUDA kernels, sm_{arch}",
+    "",
+    f"Generated by `bash benchmarks/ptxas_report.sh {arch}` on {datetime.date.today().isoformat()}: "
+    f"nvcc {nvcc_version}, torch {torch_version} (headers only; no GPU is needed).",
+    "",
+    "Command, once per `csrc/cuda/*.cu` (`$VENV`: the venv of `.ci/cuda_compile.sh`):",
+    "",
+    "```",
+    command,
+    "```",
+    "",
+    "Registers per thread, stack frame and spills in bytes per thread, static shared memory in bytes per block "
+    "(dynamic shared memory is sized at launch and not listed). Goal: no spills and no stack frame anywhere.",
+    "",
+    f"**{len(rows)} kernels, {len(bad)} with spills or a stack frame.**",
+    "",
+    "| source | kernel | registers | stack frame | spill stores | spill loads | static smem |",
+    "|---|---|---:|---:|---:|---:|---:|",
+]
+for r in rows:
+    lines.append(f"| {r['source']} | `{r['name']}` | {r['registers']} | {r['stack']} | {r['stores']} | "
+                 f"{r['loads']} | {r['smem']} |")
+os.makedirs(os.path.dirname(output) or ".", exist_ok=True)
+with open(output, "w") as f:
+    f.write("\n".join(lines) + "\n")
+print(f"ptxas-report: {len(rows)} kernels, {len(bad)} with spills or a stack frame -> {output}")
+for r in bad:
+    print(f"  {r['name']}: stack {r['stack']} B, spill stores {r['stores']} B, loads {r['loads']} B")
+sys.exit(1 if bad else 0)
+PY
