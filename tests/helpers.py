@@ -114,3 +114,20 @@ def run_concurrently(calls, repeats):
     if errors:
         raise errors[0]
     return results
+
+
+def assert_low_precision_close(got, ref_low, exact, what="", reference="reference ops"):
+    """flash-attention's criterion: |got - exact| <= 2 |ref_low - exact| + 1 ulp at the output scale (max norms).
+
+    got: the kernel in float16/bfloat16; ref_low: the reference ops in that
+    precision; exact: the float64 result of the same rounded inputs. A NaN in
+    got makes the error NaN and fails the assertion.
+    """
+    assert got.dtype in (torch.float16, torch.bfloat16) and got.shape == exact.shape, what
+    if exact.numel() == 0:
+        return
+    err = (got.double().cpu() - exact).abs().max().item()
+    ref_err = (ref_low.double().cpu() - exact).abs().max().item()
+    ulp = torch.finfo(got.dtype).eps * max(1.0, exact.abs().max().item())
+    assert err <= 2 * ref_err + ulp, (f"{what}: {got.dtype} kernel error {err:.3g} exceeds twice the error of the "
+                                      f"{reference} in {got.dtype} ({ref_err:.3g}) plus {ulp:.3g}")

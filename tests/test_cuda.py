@@ -16,8 +16,8 @@ import meanspot_fused as mf
 from meanspot_fused import ops
 from meanspot_fused.network.fuse import MODES
 
-from helpers import (HEAD_SETS, as_tuple, cbam_ref, channel_pool_ref, conv_block_ref, random_inputs, random_model,
-                     run_concurrently, spatial_pool_ref)
+from helpers import (HEAD_SETS, as_tuple, assert_low_precision_close, cbam_ref, channel_pool_ref, conv_block_ref,
+                     random_inputs, random_model, run_concurrently, spatial_pool_ref)
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
@@ -59,23 +59,6 @@ def cuda_layouts(x):
     yield "hw_transposed", x.transpose(2, 3).contiguous().transpose(2, 3)  # stride_w > stride_h
     if x.shape[0] > 0:
         yield "expanded", x[:1].expand_as(x)
-
-
-def assert_low_precision_close(got, ref_low, exact, what=""):
-    """flash-attention's criterion: |got - exact| <= 2 |ref_low - exact| + 1 ulp at the output scale (max norms).
-
-    got: the kernel in float16/bfloat16; ref_low: the reference ops in that
-    precision; exact: the float64 result of the same rounded inputs. A NaN in
-    got makes the error NaN and fails the assertion.
-    """
-    assert got.dtype in LOW_DTYPES and got.shape == exact.shape, what
-    if exact.numel() == 0:
-        return
-    err = (got.double().cpu() - exact).abs().max().item()
-    ref_err = (ref_low.double().cpu() - exact).abs().max().item()
-    ulp = torch.finfo(got.dtype).eps * max(1.0, exact.abs().max().item())
-    assert err <= 2 * ref_err + ulp, (f"{what}: {got.dtype} kernel error {err:.3g} exceeds twice the error of the "
-                                      f"reference ops in {got.dtype} ({ref_err:.3g}) plus {ulp:.3g}")
 
 
 # --- the ops' argument sets, float64 on the CPU ------------------------------------------------------------------

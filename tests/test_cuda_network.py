@@ -14,7 +14,7 @@ import torch
 import meanspot_fused as mf
 from meanspot_fused.network.fuse import pack_network
 
-from helpers import HEAD_SETS, as_tuple, random_inputs, random_model, run_concurrently
+from helpers import HEAD_SETS, as_tuple, assert_low_precision_close, random_inputs, random_model, run_concurrently
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
@@ -79,17 +79,6 @@ def test_network_other_shapes(kwargs):
             torch.testing.assert_close(g.cpu().double(), e, **TOL[dtype])
 
 
-def _assert_low_precision_close(got, ref_low, exact, what):
-    assert got.dtype in LOW_DTYPES and got.shape == exact.shape, what
-    if exact.numel() == 0:
-        return
-    err = (got.double().cpu() - exact).abs().max().item()
-    ref_err = (ref_low.double().cpu() - exact).abs().max().item()
-    ulp = torch.finfo(got.dtype).eps * max(1.0, exact.abs().max().item())
-    assert err <= 2 * ref_err + ulp, (f"{what}: {got.dtype} kernel error {err:.3g} exceeds twice the error of the "
-                                      f"reference module in {got.dtype} ({ref_err:.3g}) plus {ulp:.3g}")
-
-
 @pytest.mark.parametrize("dtype", LOW_DTYPES)
 @pytest.mark.parametrize("cbam", mf.PLACEMENTS)
 @pytest.mark.parametrize("heads", HEAD_SETS, ids="+".join)
@@ -105,7 +94,7 @@ def test_network_low_precision(dtype, cbam, heads, n):
     got, out = _run_op(exact_model, inputs_low, dtype)
     assert out.dtype == dtype
     for i, (g, r, e) in enumerate(zip(got, ref_low, exact)):
-        _assert_low_precision_close(g, r, e, f"meanspot_net({cbam}, {heads}) head {i}")
+        assert_low_precision_close(g, r, e, f"meanspot_net({cbam}, {heads}) head {i}", "reference module")
 
 
 @pytest.mark.parametrize("cbam,heads,dtype", [("all", ("spot", "recog"), torch.float32),
