@@ -1,8 +1,9 @@
 """Command line: ``meanspot-fused COMMAND ...`` (also ``python -m meanspot_fused``).
 
-One subcommand per pipeline stage: ``features`` (a face video's frames to
-MEAN's feature file), ``predict`` (score feature files with a MEAN-Spot model)
-and ``evaluate`` (MEGC counts of spotted intervals against annotations). A subcommand is one ``_<name>(sub)`` function that adds its
+``spot`` runs the whole pipeline (face videos to intervals); one subcommand
+per stage besides: ``features`` (a face video's frames to MEAN's feature
+file), ``predict`` (score feature files with a MEAN-Spot model) and
+``evaluate`` (MEGC counts of spotted intervals against annotations). A subcommand is one ``_<name>(sub)`` function that adds its
 parser and sets ``run`` (a function of the parsed arguments returning the exit
 code); :data:`COMMANDS` lists them.
 
@@ -204,8 +205,88 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _spot(sub) -> None:
+    from .spotting import DATASET_K  # NumPy only: --help does not load torch
+
+    presets = ", ".join(f"{name} {k}" for name, k in DATASET_K.items())
+    p = sub.add_parser(
+        "spot", help="spot micro-expression intervals in face videos (frames -> features -> network -> intervals)",
+        description="For each INPUT (a video file, a folder of images in natural order, or a .npy stack "
+                    "(T, H, W) or (T, H, W, 3) of uint8 frames): detect the face on the first frame, crop every "
+                    "frame to it (128x128 gray; input already 128x128 is used as is), compute MEAN's features of "
+                    "the pairs (i, i + K), score them with MODEL and spot intervals with MEAN's smoothing and peak "
+                    "picking. Writes OUT/<input name>/: intervals.csv (onset, offset, apex, score[, emotion]; "
+                    "0-based pair indices), scores.npy, scores.png and summary.json. A video whose folder exists "
+                    "is skipped unless --overwrite.")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="video file, image folder or .npy stack")
+    p.add_argument("--model", required=True, metavar="MODEL", help="Keras file or checkpoint with a spot head")
+    p.add_argument("--k", type=int, metavar="K", help="pair distance in frames (default: the --dataset preset)")
+    p.add_argument("--k-p", dest="k_p", type=int, required=True, metavar="KP",
+                   help="half the expected expression length in frames (MEAN: int((N + 1) / 2), N the mean "
+                        "offset - onset of the dataset's expressions)")
+    p.add_argument("--p", type=float, default=0.55, help="threshold fraction: mean + p (max - mean) (default 0.55)")
+    p.add_argument("--dataset", choices=tuple(DATASET_K), help=f"preset MEAN's k ({presets})")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (one subfolder per input)")
+    p.add_argument("--landmarks", metavar="FILE",
+                   help="(68, 2) dlib-ordered (x, y) landmarks of the first 128x128 crop (.npy or .txt), for "
+                        "every input")
+    p.add_argument("--landmark-model", metavar="PATH",
+                   help="dlib's shape_predictor_68_face_landmarks.dat (needs dlib), used without --landmarks")
+    p.add_argument("--face-box", metavar="X,Y,W,H", help="face box for every input instead of detection")
+    p.add_argument("--cascade", metavar="XML", help="OpenCV Haar cascade file for face detection without dlib")
+    p.add_argument("--no-jpeg", dest="jpeg", action="store_false",
+                   help="skip MEAN's JPEG round trip of the crops (MEAN's models were trained with it)")
+    p.add_argument("--single", action="store_true", help="spot only the highest peak per video")
+    p.add_argument("--classes", metavar="NAMES", help="comma-separated names of the recognition classes")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    p.add_argument("--batch-size", type=int, default=256, metavar="N", help="pairs per batch (default 256)")
+    p.add_argument("--chunk", type=int, default=1024, metavar="F",
+                   help="frames read at a time; bounds memory (default 1024)")
+    p.add_argument("--no-fuse", dest="fuse", action="store_false", help="run the reference network")
+    p.add_argument("--overwrite", action="store_true", help="recompute videos whose output folder exists")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or messages")
+    p.set_defaults(run=_run_spot)
+
+
+def _run_spot(args: argparse.Namespace) -> int:
+    def fail(msg: str) -> int:
+        return _error("spot", msg)
+    try:
+        from .io.frames import FramesError, parse_face_box
+        from .pipeline import DATASET_K, SpotError, SpotSettings, spot_videos
+    except ImportError as e:
+        return fail(str(e))
+    k = args.k
+    if k is None:
+        if args.dataset is None:
+            return fail("give the pair distance --k K, or --dataset to use MEAN's k of a dataset")
+        k = DATASET_K[args.dataset]
+    elif args.dataset is not None and k != DATASET_K[args.dataset]:
+        print(f"{PROG} spot: note: --k {k} replaces the --dataset {args.dataset} preset "
+              f"{DATASET_K[args.dataset]}", file=sys.stderr)
+    try:
+        box = parse_face_box(args.face_box) if args.face_box else None
+        settings = SpotSettings(
+            k=k, k_p=args.k_p, p=args.p, multiple=not args.single, face_box=box, cascade=args.cascade,
+            landmarks=args.landmarks, landmark_model=args.landmark_model, jpeg_roundtrip=args.jpeg,
+            device=args.device, batch_size=args.batch_size, chunk=args.chunk, fuse=args.fuse,
+            classes=[c.strip() for c in args.classes.split(",")] if args.classes else None)
+        log = (lambda msg: None) if args.quiet else (lambda msg: print(f"{PROG} spot: {msg}", file=sys.stderr))
+        results = spot_videos(args.inputs, args.model, args.out, settings, overwrite=args.overwrite,
+                              progress=not args.quiet, dataset=args.dataset, log=log)
+    except (SpotError, FramesError) as e:
+        return fail(str(e))
+    except KeyboardInterrupt:
+        print(f"{PROG} spot: interrupted; the video in progress left nothing behind", file=sys.stderr)
+        return 130
+    failed = [r for r in results if r["status"] == "failed"]
+    for r in failed:
+        print(f"{PROG} spot: error: {r['video']}: {r['error']}", file=sys.stderr)
+    return 2 if failed else 0
+
+
 #: The subcommands, in the order ``--help`` lists them.
-COMMANDS = (_features, _predict, _evaluate)
+COMMANDS = (_spot, _features, _predict, _evaluate)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -27,10 +27,15 @@ import numpy as np
 from .io.atomic import replace_atomically
 
 __all__ = [
-    "smooth", "k_p_from_ground_truth", "moilanen_threshold", "find_intervals", "recognise", "iou", "megc_counts", "evaluate",
+    "DATASET_K", "smooth", "k_p_from_ground_truth", "moilanen_threshold", "find_intervals", "recognise", "iou", "megc_counts", "evaluate",
     "Evaluation", "VideoCounts", "Annotations", "AnnotationError", "read_annotations",
     "write_intervals_csv",
 ]
+
+
+#: MEAN's pair distance k per dataset: the features of frame pairs (i, i + k)
+#: make the score of frame i (about 0.1 s of frames; PIPELINE.md section 2).
+DATASET_K = {"CASME_sq": 3, "SAMMLV": 20, "CASME2": 20, "SMIC_HS": 10, "SMIC_VIS": 3, "SMIC_NIR": 3}
 
 
 # --------------------------------------------------------------------------------------------
