@@ -140,19 +140,25 @@ TVL1_HD float fma(float a, float b, float c) { return std::fma(a, b, c); }
 TVL1_HD float lerp_taps(float a, float b, float t) { return fma(t, sub(b, a), a); }
 
 // OpenCV's bicubic weights (Keys, A = -0.75) for the taps at -1, 0, +1, +2
-// around a sample at fractional offset t in [0, 1), in its order of
-// operations: the outer taps as A * t * (1 - t)^2 and its mirror, the
-// centre-left tap fused, the centre-right one the remainder of 1.
+// around a sample at fractional offset t in [0, 1] (t = v - floor(v), not
+// quantised), in OpenCV 5's order of operations (established bit for bit
+// against cv2.remap): with s = 1 - t, the outer taps A * (t * s^2) and
+// A * (s * t^2), the centre-left tap 1 + t^2 * ((A + 2) t - (A + 3)) with both
+// steps fused, the centre-right one the remainder of 1.
 TVL1_HD void cubic_weights(float t, float w[4]) {
   const float A = -0.75f;
   const float s = sub(1.f, t);
-  w[0] = mul(A, mul(mul(t, s), s));
-  w[3] = mul(A, mul(mul(s, t), t));
-  w[1] = fma(mul(fma(A + 2.f, t, -(A + 3.f)), t), t, 1.f);
+  const float tt = mul(t, t);
+  const float ss = mul(s, s);
+  w[0] = mul(A, mul(t, ss));
+  w[3] = mul(A, mul(s, tt));
+  w[1] = fma(tt, fma(A + 2.f, t, -(A + 3.f)), 1.f);
   w[2] = sub(sub(sub(1.f, w[0]), w[1]), w[3]);
 }
 
-// Four taps times their weights, accumulated as OpenCV's remap does.
+// Four taps times their weights, accumulated as OpenCV's remap does: the
+// first product rounded, the others fused in tap order (rows along x, then
+// the four row results along y).
 TVL1_HD float dot4(const float v[4], const float w[4]) {
   return fma(v[3], w[3], fma(v[2], w[2], fma(v[1], w[1], mul(v[0], w[0]))));
 }

@@ -5,9 +5,14 @@
    (so the transcription is OpenCV's algorithm, stopping rule included).
 2. With the bicubic remap of csrc/tvl1_math.h in place of cv2.remap, the same
    transcription equals our op bit for bit (so the kernel is that algorithm).
-3. That remap differs from cv2.remap only in the last bits (its accumulation
-   order is not OpenCV's), and end to end the flow is measured against
-   OpenCV's: bounds below, figures in the README.
+3. That remap equals cv2.remap bit for bit (OpenCV 5's weights and fused
+   accumulation order), so end to end our flow is OpenCV's, bit for bit, on
+   every pair below (the issue asks for a mean endpoint error <= 0.01 px and a
+   99th percentile <= 0.05 px; the assertions are equality, and the endpoint
+   error is printed for the record).
+
+Verified against the opencv-contrib-python-headless 5.0.0 x86-64 wheel, whose
+remap runs its AVX2/FMA3 code; an OpenCV built without FMA rounds differently.
 """
 from __future__ import annotations
 
@@ -23,17 +28,16 @@ from meanspot_fused.features import synthetic as S  # noqa: E402
 
 import tvl1_numpy as TN  # noqa: E402  (tests/ is on sys.path)
 
-# End-to-end distance to OpenCV over the synthetic set below (measured: mean
-# endpoint error 0.003-0.02 px per pair, see the README). The issue's goal is
-# mean <= 0.01 and p99 <= 0.05; the remaining gap is the remap's last bits,
-# which the iterations amplify (in a development check a one-ulp change of
-# OpenCV's own pyramid moved its flow by a comparable amount).
-MEAN_EPE_BOUND = 0.03
-P99_EPE_BOUND = 0.25
-
 
 def epe(a, b):
     return np.sqrt(((np.asarray(a) - np.asarray(b)) ** 2).sum(axis=0))
+
+
+def assert_opencv_flow(ours, theirs, label=""):
+    """Our flow is OpenCV's: bit for bit (which implies the issue's EPE bounds, mean 0.01 / p99 0.05 px)."""
+    e = epe(ours, theirs)
+    print(f"{label} endpoint error vs OpenCV: mean {e.mean():.3g} px, p99 {np.percentile(e, 99):.3g} px")
+    assert np.array_equal(ours, theirs), (e.mean(), np.percentile(e, 99))
 
 
 def opencv(a, b, **kw):
@@ -61,41 +65,40 @@ def test_kernel_is_transcription_bitwise(seed):
     assert np.array_equal(flow[0].numpy(), ref)  # exact: both are the same float operations
 
 
-def test_remap_differs_from_opencv_in_last_bits_only():
-    rng = np.random.default_rng(3)
-    img = (rng.random((40, 50)) * 255).astype(np.float32)
-    mx = (np.arange(50)[None, :] + rng.uniform(-3, 3, (40, 50))).astype(np.float32)
-    my = (np.arange(40)[:, None] + rng.uniform(-3, 3, (40, 50))).astype(np.float32)
+@pytest.mark.parametrize("seed,reach", [(3, 3.0), (4, 0.6), (5, 12.0)])
+def test_remap_is_opencv_bitwise(seed, reach):
+    """Positions inside, on the border (taps reading the constant 0) and far outside the image."""
+    rng = np.random.default_rng(seed)
+    img = ((rng.random((40, 50)) - 0.3) * 255).astype(np.float32)  # negative values like gradients
+    mx = (np.arange(50)[None, :] + rng.uniform(-reach, reach, (40, 50))).astype(np.float32)
+    my = (np.arange(40)[:, None] + rng.uniform(-reach, reach, (40, 50))).astype(np.float32)
+    mx[0, :8] = [-0.3, -1.7, -1e-8, 5 + 1e-7, 49.0, 49.5, 1 / 32, 3 / 64]  # edges, exact and halfway fractions
     ours, theirs = TN.kernel_remap(img, mx, my), TN.opencv_remap(img, mx, my)
-    ulp = np.spacing(np.maximum(np.abs(theirs), 1.0).astype(np.float32))
-    assert np.abs(ours - theirs).max() <= 4 * ulp.max()  # a few ulps of 255-scale values
+    assert np.array_equal(ours, theirs), np.mean(ours == theirs)
 
 
 @pytest.mark.parametrize("kind,magnitude", [("face", 0.5), ("face", 1.5), ("face", 3.0), ("texture", 1.0),
                                             ("translation", 2.0)])
-def test_flow_close_to_opencv(kind, magnitude):
+def test_flow_is_opencv(kind, magnitude):
     a, b = S.deformed_pair(magnitude, kind, seed=7, noise=1.0)
-    ours = tvl1_flow(a, b)[0].numpy()
-    e = epe(ours, opencv(a, b))
-    assert e.mean() <= MEAN_EPE_BOUND and np.percentile(e, 99) <= P99_EPE_BOUND, (e.mean(), np.percentile(e, 99))
+    assert_opencv_flow(tvl1_flow(a, b)[0].numpy(), opencv(a, b), f"{kind} {magnitude}")
 
 
-def test_video_pairs_with_drift_noise_jpeg_close_to_opencv():
+def test_video_pairs_with_drift_noise_jpeg_are_opencv():
     frames, _ = S.face_video(8, events=((2, "brow", 4, 2.0),), drift=0.2, noise=2.0, jpeg_quality=80, seed=3)
     ours = tvl1_flow(frames[:-3], frames[3:]).numpy()
-    e = np.stack([epe(ours[i], opencv(frames[i], frames[i + 3])) for i in range(len(frames) - 3)])
-    assert e.mean() <= MEAN_EPE_BOUND and np.percentile(e, 99) <= P99_EPE_BOUND, (e.mean(), np.percentile(e, 99))
+    theirs = np.stack([opencv(frames[i], frames[i + 3]) for i in range(len(frames) - 3)])
+    assert_opencv_flow(np.moveaxis(ours, 1, 0), np.moveaxis(theirs, 1, 0), "video pairs")
 
 
 @pytest.mark.parametrize("h,w", [(16, 16), (64, 48), (256, 256)])
-def test_other_sizes_close_to_opencv(h, w):
+def test_other_sizes_are_opencv(h, w):
     a, b = S.deformed_pair(1.5, "face", seed=2)
     a = cv2.resize(a, (w, h), interpolation=cv2.INTER_AREA)
     b = cv2.resize(b, (w, h), interpolation=cv2.INTER_AREA)
     flow = tvl1_flow(a, b)
     assert flow.shape == (1, 2, h, w) and flow.dtype == torch.float32
-    e = epe(flow[0].numpy(), opencv(a, b))
-    assert e.mean() <= MEAN_EPE_BOUND and np.percentile(e, 99) <= P99_EPE_BOUND, (e.mean(), np.percentile(e, 99))
+    assert_opencv_flow(flow[0].numpy(), opencv(a, b), f"{h}x{w}")
 
 
 def test_non_default_parameters_match_transcription():
@@ -116,19 +119,17 @@ def test_identical_and_constant_frames_give_zero_flow():
     assert np.count_nonzero(opencv(c, c)) == 0
 
 
-def test_extreme_contrast_close_to_opencv():
+def test_extreme_contrast_is_opencv():
     y, x = np.mgrid[0:64, 0:64]
     a = (((x // 8 + y // 8) % 2) * 255).astype(np.uint8)
     b = np.roll(a, 1, axis=1)
-    e = epe(tvl1_flow(a, b)[0].numpy(), opencv(a, b))
-    assert e.mean() <= MEAN_EPE_BOUND, e.mean()
+    assert_opencv_flow(tvl1_flow(a, b)[0].numpy(), opencv(a, b), "checkerboard")
 
 
 def test_float_frames_are_scaled_by_255_as_opencv():
     a, b = small_pair(5)
     fa, fb = a.astype(np.float32) / 255, b.astype(np.float32) / 255
-    e = epe(tvl1_flow(fa, fb)[0].numpy(), opencv(fa, fb))
-    assert e.mean() <= MEAN_EPE_BOUND, e.mean()
+    assert_opencv_flow(tvl1_flow(fa, fb)[0].numpy(), opencv(fa, fb), "float frames")
 
 
 def test_batches_equal_single_pairs_and_are_deterministic():

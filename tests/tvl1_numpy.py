@@ -15,18 +15,32 @@ import numpy as np
 f32, f64 = np.float32, np.float64
 
 
-def _fma(a, b, c):
-    # a * b is exact in double for float32 a, b; one rounding of the sum in
-    # double then one to float (differs from a true fma only in rare double-rounding cases).
-    return (np.asarray(a, f64) * np.asarray(b, f64) + np.asarray(c, f64)).astype(f32)
+def _fma_exact(a, b, c):
+    # Correctly rounded float32 fma: a * b is exact in double; s = p + c is
+    # rounded to double with exact error e (TwoSum); rounding s to float is
+    # wrong only when s lies exactly halfway between two floats and e != 0.
+    a, b, c = (np.asarray(v, f32) for v in (a, b, c))
+    p, c64 = a.astype(f64) * b.astype(f64), c.astype(f64)
+    s = p + c64
+    bb = s - p
+    e = (p - (s - bb)) + (c64 - bb)
+    r = s.astype(f32)
+    lo, hi = np.nextafter(r, f32(-np.inf)), np.nextafter(r, f32(np.inf))
+    r = np.where((s == (r.astype(f64) + lo) * 0.5) & (e < 0), lo, r)
+    r = np.where((s == (r.astype(f64) + hi) * 0.5) & (e > 0), hi, r)
+    return r.astype(f32)
 
 
 def _cubic_weights(t):
+    # OpenCV 5's bicubic weights (A = -0.75) at offset t, s = 1 - t: the outer
+    # taps A * (t * s^2), A * (s * t^2), the centre-left one fused twice, the
+    # centre-right one the remainder of 1 (csrc/tvl1_math.h cubic_weights).
     a = f32(-0.75)
     s = (f32(1) - t).astype(f32)
-    w0 = (a * ((t * s).astype(f32) * s).astype(f32)).astype(f32)
-    w3 = (a * ((s * t).astype(f32) * t).astype(f32)).astype(f32)
-    w1 = _fma((_fma(np.full_like(t, a + 2), t, np.full_like(t, -(a + 3))) * t).astype(f32), t, np.ones_like(t))
+    tt, ss = (t * t).astype(f32), (s * s).astype(f32)
+    w0 = (a * (t * ss).astype(f32)).astype(f32)
+    w3 = (a * (s * tt).astype(f32)).astype(f32)
+    w1 = _fma_exact(tt, _fma_exact(np.full_like(t, a + 2), t, np.full_like(t, -(a + 3))), np.ones_like(t))
     w2 = (((f32(1) - w0).astype(f32) - w1).astype(f32) - w3).astype(f32)
     return [w0, w1, w2, w3]
 
@@ -50,7 +64,7 @@ def kernel_remap(img, mx, my):
     def dot4(v, wt):
         acc = (v[0] * wt[0]).astype(f32)
         for j in range(1, 4):
-            acc = _fma(v[j], wt[j], acc)
+            acc = _fma_exact(v[j], wt[j], acc)
         return acc
 
     rows = [dot4([tap(y0 + k, x0 + j) for j in range(4)], wx) for k in range(4)]
