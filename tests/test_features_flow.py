@@ -218,3 +218,6 @@ def test_compile_and_export():
     assert torch.equal(torch.compile(Flow(), fullgraph=True)(ta, tb), ref)
     exported = torch.export.export(Flow(), (ta, tb))
     assert torch.equal(exported.module()(ta, tb), ref)
+    # The Python wrapper, its argument checks included, compiles without a graph break too.
+    wrapper = torch.compile(lambda x, y: tvl1_flow(x, y), fullgraph=True)
+    assert torch.equal(wrapper(ta, tb), ref)

@@ -9,6 +9,7 @@ the README).
 """
 from __future__ import annotations
 
+import math
 from typing import Tuple, Union
 
 import numpy as np
@@ -58,10 +59,10 @@ def as_frames(name: str, frames: Frames, device=None) -> torch.Tensor:
 def _check_params(p: dict) -> None:
     for key in ("tau", "lambda_", "theta"):
         v = p[key]
-        if not isinstance(v, (int, float)) or not np.isfinite(v) or v <= 0:
+        if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
             raise ValueError(f"{key} must be a finite number > 0, got {v!r}")
     e = p["epsilon"]
-    if not isinstance(e, (int, float)) or not np.isfinite(e) or e < 0:
+    if not isinstance(e, (int, float)) or not math.isfinite(e) or e < 0:
         raise ValueError(f"epsilon must be a finite number >= 0, got {e!r}")
     for key, hi in (("scales", 64), ("warps", 1000), ("inner_iterations", 100000), ("outer_iterations", 100000)):
         v = p[key]
@@ -101,7 +102,10 @@ def tvl1_flow(prev: Frames, next: Frames, *, tau: float = 0.25, lambda_: float =
         raise ValueError(f"next must have the shape of prev {tuple(a.shape)}, got {tuple(b.shape)}")
     if a.dtype != b.dtype:
         raise TypeError(f"next must have the dtype of prev ({a.dtype}), got {b.dtype}")
-    if a.dtype == torch.float32 and a.numel() and not bool(torch.isfinite(a).all() and torch.isfinite(b).all()):
+    # A data-dependent check: eager only. Under torch.compile it would break the
+    # graph (and on CUDA force a sync); compiled callers get the op's own checks.
+    if a.dtype == torch.float32 and a.numel() and not torch.compiler.is_compiling() and \
+            not bool(torch.isfinite(a).all() and torch.isfinite(b).all()):
         raise ValueError("prev and next must hold finite values (NaN or inf found)")
     flow, iterations = torch.ops.meanspot_fused.tvl1_flow(
         a, b, float(tau), float(lambda_), float(theta), int(scales), int(warps), float(epsilon),
