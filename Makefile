@@ -38,6 +38,7 @@ bench-deps:
 bench: build bench-deps
 	$(PYTHON) benchmarks/bench.py
 	$(PYTHON) benchmarks/bench_features.py
+	$(PYTHON) benchmarks/bench_pipeline.py
 
 # Compile the CUDA kernels without a GPU (CI does this): see .ci/cuda_compile.sh.
 cuda-check:
