@@ -298,5 +298,12 @@ constexpr MedianNet make_median_net(int n) {
   return net;
 }
 
+// The K x K network as a compile-time table, for kernels that unroll it with
+// constant slot indices (so the K * K values stay in registers).
+template <int K>
+struct MedianTable {
+  static constexpr MedianNet net = make_median_net(K * K);
+};
+
 }  // namespace tvl1
 }  // namespace meanspot

@@ -27,11 +27,15 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#ifdef __FMA__
+#include <immintrin.h>
+#endif
 #include <cfloat>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "../ops/ops.h"
@@ -79,69 +83,139 @@ void centered_gradient(const float* src, int h, int w, float* dx, float* dy) {
   }
 }
 
+// 16 floats: one AVX-512 register (two AVX2 or four SSE registers in a
+// portable build). The median network below runs on 16 pixels at once.
+typedef float Vec16 __attribute__((vector_size(64)));
+constexpr int kLanes = 16;
+
+inline Vec16 load16(const float* p) {
+  Vec16 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+// Comparator C of the K x K median network on 16 lanes, with compile-time
+// slots: lo = std::min(a, b), hi = std::max(a, b) lane by lane (for equal
+// values both keep a, as std::min/std::max do).
+template <int K, int C>
+inline void median_comparator(Vec16 (&v)[K * K]) {
+  constexpr int lo = tvl1::MedianTable<K>::net.lo[C];
+  constexpr int hi = tvl1::MedianTable<K>::net.hi[C];
+  const Vec16 a = v[lo], b = v[hi];
+  v[lo] = b < a ? b : a;
+  v[hi] = a < b ? b : a;
+}
+
+template <int K, int... C>
+inline void median_network(Vec16 (&v)[K * K], std::integer_sequence<int, C...>) {
+  (median_comparator<K, C>(v), ...);
+}
+
+// Floats of the padded copy median_filter<K> needs for an h x w plane: K - 1
+// replicated border rows and columns, and each row rounded up to whole
+// 16-lane blocks so that every load is a plain vector load.
+constexpr int64_t median_pad_floats(int h, int w) {
+  return int64_t(h + 4) * ((w + kLanes - 1) / kLanes * kLanes + 4);
+}
+
 // OpenCV's medianBlur (k = 3 or 5, replicated border) of an h x w float
-// plane, in place; `pad` holds (h + k - 1) x (w + k - 1) floats.
+// plane, in place; `pad` holds median_pad_floats(h, w) floats. Each 16-pixel
+// block loads its K * K neighbours as K * K vectors and runs the unrolled
+// network in registers; lanes past the row's end compute on replicated
+// border values and are not stored.
 template <int K>
 void median_filter(float* plane, int h, int w, float* pad) {
-  static constexpr tvl1::MedianNet net = tvl1::make_median_net(K * K);
-  constexpr int r = K / 2, lanes = 16;
-  const int pw = w + 2 * r;
+  constexpr int r = K / 2;
+  const int pw = (w + kLanes - 1) / kLanes * kLanes + 2 * r;
   for (int y = 0; y < h + 2 * r; ++y) {
     const float* s = plane + int64_t(std::min(std::max(y - r, 0), h - 1)) * w;
     float* d = pad + int64_t(y) * pw;
-    for (int x = 0; x < pw; ++x) d[x] = s[std::min(std::max(x - r, 0), w - 1)];
+    for (int x = 0; x < r; ++x) d[x] = s[0];
+    std::memcpy(d + r, s, sizeof(float) * w);
+    for (int x = w + r; x < pw; ++x) d[x] = s[w - 1];
   }
-  float v[K * K][lanes];
+  constexpr auto comparators = std::make_integer_sequence<int, tvl1::MedianTable<K>::net.size>{};
   for (int y = 0; y < h; ++y) {
-    for (int x0 = 0; x0 < w; x0 += lanes) {
-      const int n = std::min(lanes, w - x0);
+    for (int x0 = 0; x0 < w; x0 += kLanes) {
+      Vec16 v[K * K];
       for (int dy = 0; dy < K; ++dy)
-        for (int dx = 0; dx < K; ++dx) {
-          const float* s = pad + int64_t(y + dy) * pw + x0 + dx;
-#pragma omp simd
-          for (int l = 0; l < lanes; ++l) v[dy * K + dx][l] = s[l < n ? l : 0];
-        }
-      for (int c = 0; c < net.size; ++c) {
-        float* a = v[net.lo[c]];
-        float* b = v[net.hi[c]];
-#pragma omp simd
-        for (int l = 0; l < lanes; ++l) {
-          const float lo = std::min(a[l], b[l]), hi = std::max(a[l], b[l]);
-          a[l] = lo;
-          b[l] = hi;
-        }
-      }
-      std::memcpy(plane + int64_t(y) * w + x0, v[net.out], sizeof(float) * n);
+        for (int dx = 0; dx < K; ++dx) v[dy * K + dx] = load16(pad + int64_t(y + dy) * pw + x0 + dx);
+      median_network<K>(v, comparators);
+      std::memcpy(plane + int64_t(y) * w + x0, &v[tvl1::MedianTable<K>::net.out],
+                  sizeof(float) * std::min(kLanes, w - x0));
     }
   }
 }
 
-// Bicubic warp of I1 and its gradients by the flow, then OpenCV's calcGradRho.
-void warp_level(const float* i0, const float* i1, const float* i1x, const float* i1y, const float* u1,
-                const float* u2, int h, int w, float* iwx, float* iwy, float* grad, float* rho_c) {
-  const float* planes[3] = {i1, i1x, i1y};
+// The warp reads I1, I1x and I1y through one interleaved copy with a border
+// of zeros: pixel (y, x) at texels + ((y + kWarpPad) * row + x + kWarpPad) * 4
+// holds (I1, I1x, I1y, 0), so one 4-float load fetches a tap of all three
+// planes and taps outside the level read OpenCV's constant-0 border without a
+// test. Warp positions are clamped to [-8, n + 8] (tvl1::clamp_warp), so taps
+// lie in [-9, n + 10]: a border of 12 covers them.
+constexpr int kWarpPad = 12;
+
+constexpr int64_t warp_texel_floats(int h, int w) {
+  return int64_t(h + 2 * kWarpPad) * (w + 2 * kWarpPad) * 4;
+}
+
+void interleave_texels(const float* i1, const float* i1x, const float* i1y, int h, int w, float* texels) {
+  const int row = w + 2 * kWarpPad;
+  std::fill(texels, texels + warp_texel_floats(h, w), 0.f);
+  for (int y = 0; y < h; ++y) {
+    float* t = texels + (int64_t(y + kWarpPad) * row + kWarpPad) * 4;
+    const int64_t o = int64_t(y) * w;
+    for (int x = 0; x < w; ++x) {
+      t[4 * x] = i1[o + x];
+      t[4 * x + 1] = i1x[o + x];
+      t[4 * x + 2] = i1y[o + x];
+    }
+  }
+}
+
+// Four lanes (I1, I1x, I1y, unused) of one tap. Products and fused
+// multiply-adds lane by lane, rounded exactly as tvl1::mul and tvl1::fma.
+typedef float Vec4 __attribute__((vector_size(16)));
+
+inline Vec4 load4(const float* p) {
+  Vec4 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+inline Vec4 fma4(Vec4 a, float b, Vec4 c) {
+#ifdef __FMA__
+  return _mm_fmadd_ps(a, _mm_set1_ps(b), c);
+#else
+  Vec4 r;
+  for (int l = 0; l < 4; ++l) r[l] = std::fma(a[l], b, c[l]);
+  return r;
+#endif
+}
+
+// tvl1::dot4 of four taps, lane by lane: the first product rounded, the
+// others fused in order.
+inline Vec4 dot4_lanes(Vec4 v0, Vec4 v1, Vec4 v2, Vec4 v3, const float w[4]) {
+  return fma4(v3, w[3], fma4(v2, w[2], fma4(v1, w[1], v0 * w[0])));
+}
+
+// Bicubic warp of I1 and its gradients by the flow (from the interleaved
+// texels), then OpenCV's calcGradRho: per pixel the 4 x 4 taps of the three
+// planes at once, rows along x then the rows along y, as tvl1::dot4.
+void warp_level(const float* i0, const float* texels, const float* u1, const float* u2, int h, int w, float* iwx,
+                float* iwy, float* grad, float* rho_c) {
+  const int64_t row = (w + 2 * kWarpPad) * 4;
   for (int y = 0; y < h; ++y) {
     for (int x = 0; x < w; ++x) {
       const int64_t i = int64_t(y) * w + x;
       int x0, y0;
       float wx[4], wy[4];
       tvl1::warp_taps(x, y, u1[i], u2[i], h, w, x0, y0, wx, wy);
-      const bool inside = x0 >= 0 && y0 >= 0 && x0 + 3 < w && y0 + 3 < h;
-      float warped[3];
-      for (int c = 0; c < 3; ++c) {
-        float rows[4];
-        for (int k = 0; k < 4; ++k) {
-          const int yy = y0 + k;
-          float v[4];
-          for (int j = 0; j < 4; ++j) {
-            const int xx = x0 + j;
-            // Taps outside the level read OpenCV's constant-0 border.
-            v[j] = inside || (yy >= 0 && yy < h && xx >= 0 && xx < w) ? planes[c][int64_t(yy) * w + xx] : 0.f;
-          }
-          rows[k] = tvl1::dot4(v, wx);
-        }
-        warped[c] = tvl1::dot4(rows, wy);
-      }
+      const float* t = texels + (y0 + kWarpPad) * row + (x0 + kWarpPad) * 4;
+      Vec4 rows[4];
+      for (int k = 0; k < 4; ++k, t += row)
+        rows[k] = dot4_lanes(load4(t), load4(t + 4), load4(t + 8), load4(t + 12), wx);
+      const Vec4 warped = dot4_lanes(rows[0], rows[1], rows[2], rows[3], wy);
       iwx[i] = warped[1];
       iwy[i] = warped[2];
       tvl1::grad_rho(warped[0], warped[1], warped[2], u1[i], u2[i], i0[i], grad[i], rho_c[i]);
@@ -243,7 +317,7 @@ struct Counts {
 
 // OpenCV's procOneScale on one level: the flow (u1, u2) is refined in place.
 void solve_level(const float* i0, const float* i1, Level& L, const Params& p, float* i1x, float* i1y,
-                 float* median_pad, Counts& counts) {
+                 float* texels, float* median_pad, Counts& counts) {
   const int h = L.h, w = L.w;
   const int64_t n = int64_t(h) * w;
   const float threshold = static_cast<float>(p.epsilon * p.epsilon * double(n));
@@ -251,9 +325,10 @@ void solve_level(const float* i0, const float* i1, Level& L, const Params& p, fl
   const float taut = static_cast<float>(p.tau / p.theta);
   const float theta = static_cast<float>(p.theta);
   centered_gradient(i1, h, w, i1x, i1y);
+  interleave_texels(i1, i1x, i1y, h, w, texels);
   for (float* d : {L.p11, L.p12, L.p21, L.p22}) std::fill(d, d + n, 0.f);
   for (int warp = 0; warp < p.warps; ++warp) {
-    warp_level(i0, i1, i1x, i1y, L.u1, L.u2, h, w, L.iwx, L.iwy, L.grad, L.rho_c);
+    warp_level(i0, texels, L.u1, L.u2, h, w, L.iwx, L.iwy, L.grad, L.rho_c);
     bool above = true;
     for (int outer = 0; above && outer < p.outer; ++outer) {
       if (p.median == 3) {
@@ -281,7 +356,8 @@ template <typename In>
 void solve_pair(const In* prev, const In* next, int64_t stride_h, int64_t stride_w, int h, int w, const Params& p,
                 const Pyramid& py, Workspace& ws, float* flow_x, float* flow_y, Counts& counts) {
   const int64_t n0 = int64_t(h) * w;
-  const int64_t floats = 4 * py.total + 12 * n0 + 2 * w + int64_t(h + 4) * (w + 4) + 2 * int64_t(w + 1);
+  const int64_t floats =
+      4 * py.total + 12 * n0 + 2 * w + median_pad_floats(h, w) + warp_texel_floats(h, w) + 2 * int64_t(w + 1);
   if (int64_t(ws.data.size()) < floats) ws.data.resize(floats);
   int64_t used = 0;
   float* i0s = ws.take(used, py.total);
@@ -303,7 +379,8 @@ void solve_pair(const In* prev, const In* next, int64_t stride_h, int64_t stride
   float* zero = ws.take(used, n0);
   float* row0 = ws.take(used, w);
   float* row1 = ws.take(used, w);
-  float* median_pad = ws.take(used, int64_t(h + 4) * (w + 4));
+  float* median_pad = ws.take(used, median_pad_floats(h, w));
+  float* texels = ws.take(used, warp_texel_floats(h, w));
   std::fill(zero, zero + w, 0.f);
   L.zero = zero;
 
@@ -330,7 +407,7 @@ void solve_pair(const In* prev, const In* next, int64_t stride_h, int64_t stride
     L.w = py.width[s];
     L.u1 = u1s + py.offset[s];
     L.u2 = u2s + py.offset[s];
-    solve_level(i0s + py.offset[s], i1s + py.offset[s], L, p, i1x, i1y, median_pad, counts);
+    solve_level(i0s + py.offset[s], i1s + py.offset[s], L, p, i1x, i1y, texels, median_pad, counts);
     if (s == 0) break;
     // Upsample to the finer level: resize to its size, then divide by the step.
     const int sh = L.h, sw = L.w, dh = py.height[s - 1], dw = py.width[s - 1];

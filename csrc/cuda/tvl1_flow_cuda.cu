@@ -121,16 +121,11 @@ __device__ __forceinline__ void sort2(float& a, float& b) {
   b = hi;
 }
 
-template <int K>
-struct MedianTable {
-  static constexpr tvl1::MedianNet net = tvl1::make_median_net(K * K);
-};
-
 // Comparator C of the K x K median network, its slots as compile-time indices.
 template <int K, int C>
 __device__ __forceinline__ void median_comparator(float (&v)[K * K]) {
-  constexpr int lo = MedianTable<K>::net.lo[C];
-  constexpr int hi = MedianTable<K>::net.hi[C];
+  constexpr int lo = tvl1::MedianTable<K>::net.lo[C];
+  constexpr int hi = tvl1::MedianTable<K>::net.hi[C];
   sort2(v[lo], v[hi]);
 }
 
@@ -151,8 +146,8 @@ __device__ __forceinline__ float median_pixel(const float* __restrict__ src, int
 #pragma unroll
     for (int dx = 0; dx < K; ++dx) v[dy * K + dx] = row[min(max(x + dx - r, 0), w - 1)];
   }
-  median_network<K>(v, std::make_integer_sequence<int, MedianTable<K>::net.size>{});
-  return v[MedianTable<K>::net.out];
+  median_network<K>(v, std::make_integer_sequence<int, tvl1::MedianTable<K>::net.size>{});
+  return v[tvl1::MedianTable<K>::net.out];
 }
 
 // One pair's workspace slice: the four pyramids, then the level-0-sized planes.
