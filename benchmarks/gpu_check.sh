@@ -25,7 +25,7 @@ fi
 
 step "CUDA tests"
 timeout 200 python -m pytest -q -x -p no:cacheprovider -m "not slow" tests/test_cuda.py tests/test_cuda_network.py tests/test_cuda_tvl1.py \
-  tests/test_features_mean.py tests/test_features_e2e.py > "$OUT/gpu_tests.txt" 2>&1
+  tests/test_features_mean.py tests/test_features_e2e.py tests/test_spot.py > "$OUT/gpu_tests.txt" 2>&1
 echo "rc=$?" >> "$OUT/gpu_tests.txt"; tail -3 "$OUT/gpu_tests.txt" | tee -a "$LOG"
 
 step "compute-sanitizer (memcheck, racecheck, initcheck, synccheck) on an op subset"
@@ -44,4 +44,8 @@ step "GPU features benchmark"
 timeout 240 python benchmarks/bench_features.py --device cuda --batches 1,64,1024,4096 --min-time 1 --out "$OUT" \
   > "$OUT/gpu_bench_features.txt" 2>&1
 echo "features bench rc=$?" | tee -a "$LOG"
+step "GPU pipeline benchmark (spot end to end; needs opencv-contrib and scikit-image like the features one)"
+timeout 240 python benchmarks/bench_pipeline.py --device cuda --frames 2000 --mean-pairs 20 --out "$OUT" \
+  > "$OUT/gpu_bench_pipeline.txt" 2>&1
+echo "pipeline bench rc=$?" | tee -a "$LOG"
 step "done"

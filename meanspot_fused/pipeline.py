@@ -2,18 +2,22 @@
 
     frames --crop--> 128x128 gray --features--> (N, 3, 42, 42) --network--> scores --spotting--> intervals
 
-:func:`spot_video` runs one video through every stage, streaming: frames are
-read and cropped ``chunk`` at a time, the features of the pairs (i, i + k)
-whose frames have arrived are computed and scored at once, and only the last
-k crops and the per-pair scores are kept. Memory is bounded by one chunk, so
-an hour-long video needs no more than a short one (the scores, 4-8 bytes per
-frame, are the only thing that grows).
+Videos stream: frames are read and cropped ``chunk`` at a time and the pairs
+(i, i + k) whose frames have arrived are queued; the queue goes through the
+features (TV-L1 flow and the fused ROI op) and the network ``batch_size``
+pairs at a time, pairs of consecutive videos sharing a batch, so that short
+clips still fill the device. Only the last k crops of a video, one batch of
+pairs and the per-pair scores are kept, so an hour-long video needs no more
+memory than a short one (the scores, 4-8 bytes per frame, are the only thing
+that grows). A video's scores do not depend on the batches it shared: pairs
+are independent and the network op's results do not depend on the batch.
 
 :func:`spot_videos` runs many videos and writes each one's outputs to
 ``out_dir/<name>/`` (``intervals.csv``, ``scores.npy``, ``scores.png``,
 ``summary.json``). A video's folder is assembled in a hidden temporary folder
 beside it and renamed into place when complete, so a folder that exists is
-complete; it is skipped unless ``overwrite``.
+complete; it is skipped unless ``overwrite``. :func:`spot_video` returns one
+video's result in memory.
 
 The stages are MEAN's (PIPELINE.md sections 1-4): the face box of the first
 frame (dlib, OpenCV's Haar cascade, or given) crops every frame, resized to
@@ -41,7 +45,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from .features.mean import FRAME_SIZE, video_features
+from .features.mean import FRAME_SIZE, mean_rois
 from .io.frames import FramesError, crop_faces, detect_face, iter_frames, load_landmarks, parse_face_box, \
     predict_landmarks
 from .network.reference import MeanSpot
@@ -192,28 +196,18 @@ def _landmarks(settings: SpotSettings, first_crop: np.ndarray) -> Tuple[np.ndarr
     return np.rint(arr).astype(np.int64), "array"
 
 
-class _Stages:
-    """Seconds per stage and optional progress bars (one per stage, stacked)."""
+class _Progress:
+    """Progress bars of a run, one per stage (crop counts frames, the others pairs), over all its videos."""
 
-    #: Stages with a bar (reading and cropping count frames, the others pairs).
     BARS = {"crop": "frame", "features": "pair", "network": "pair"}
 
-    def __init__(self, progress: bool, label: str):
-        self.seconds = dict.fromkeys(("read", "crop", "features", "network", "spotting", "write"), 0.0)
+    def __init__(self, progress: bool):
         self.bars = {}
         if progress:
             from tqdm.auto import tqdm
             for i, (name, unit) in enumerate(self.BARS.items()):
-                self.bars[name] = tqdm(desc=f"{label} {name}", unit=unit, position=i, leave=False,
-                                       file=sys.stderr, dynamic_ncols=True)
-
-    def timed(self, name: str, fn: Callable, count: int = 0):
-        """``fn()``, its seconds added to stage ``name`` and ``count`` items to its bar."""
-        t0 = time.perf_counter()
-        out = fn()
-        self.seconds[name] += time.perf_counter() - t0
-        self.advance(name, count)
-        return out
+                self.bars[name] = tqdm(desc=f"spot {name}", unit=unit, position=i, leave=False, file=sys.stderr,
+                                       dynamic_ncols=True)
 
     def advance(self, name: str, count: int) -> None:
         if count and name in self.bars:
@@ -224,18 +218,212 @@ class _Stages:
             bar.close()
 
 
-def _score(net: torch.nn.Module, model: MeanSpot, feats: torch.Tensor, device: torch.device,
-           batch_size: int) -> Dict[str, np.ndarray]:
-    """Network outputs of (N, 3, 42, 42) features, per head, float32 NumPy."""
-    outs: Dict[str, List[np.ndarray]] = {h: [] for h in model.head_names}
-    with torch.inference_mode():
-        for s in range(0, feats.shape[0], batch_size):
-            x = feats[s:s + batch_size].to(device)
-            out = net(x[:, 0:1], x[:, 1:2], x[:, 2:3])
-            out = out if isinstance(out, tuple) else (out,)
-            for h, o in zip(model.head_names, out):
-                outs[h].append(o.float().cpu().numpy())
-    return {h: np.concatenate(v) for h, v in outs.items()}
+class _Video:
+    """One video on its way through the stages: its pairs are produced chunk by chunk
+    (:meth:`pairs`), scored by a :class:`_Batcher` (possibly together with other
+    videos' pairs) and collected here in order."""
+
+    def __init__(self, source, settings: SpotSettings, heads: Sequence[str]):
+        self.path = os.fspath(source)
+        self.name = video_name(self.path)
+        self.settings = settings
+        self.seconds = dict.fromkeys(("read", "crop", "features", "network", "spotting", "write"), 0.0)
+        self.scores: Dict[str, List[np.ndarray]] = {h: [] for h in heads}
+        self.frames = 0
+        self.queued = 0           # pairs handed to the batcher and not scored yet
+        self.read_done = False    # every pair has been handed to the batcher
+        self.landmarks: Optional[torch.Tensor] = None
+        self.crop_mode: Optional[str] = None
+        self.landmarks_source: Optional[str] = None
+
+    def _timed(self, stage: str, fn: Callable):
+        t0 = time.perf_counter()
+        out = fn()
+        self.seconds[stage] += time.perf_counter() - t0
+        return out
+
+    def pairs(self, progress: _Progress):
+        """Yield (prev, next) uint8 arrays (n, 128, 128) of the pairs (i, i + k), in order, chunk by chunk.
+
+        Only the last k crops stay between chunks. Raises :class:`SpotError`.
+        """
+        settings, k = self.settings, int(self.settings.k)
+        box = settings.face_box
+        tail: Optional[np.ndarray] = None
+        try:
+            chunks = iter_frames(self.path, chunk=int(settings.chunk), color=_is_color_source(self.path))
+            while True:
+                frames = self._timed("read", lambda: next(chunks, None))
+                if frames is None:
+                    break
+                if self.frames == 0:
+                    if box is None and frames.shape[1:3] != (FRAME_SIZE, FRAME_SIZE):
+                        box = self._timed("crop", lambda: detect_face(frames[0], cascade_path=settings.cascade))
+                    self.crop_mode = "as is (already 128x128)" if box is None else \
+                        f"box x,y,w,h = {','.join(map(str, box))}"
+                crops = self._timed("crop", lambda: crop_faces(frames, box, jpeg_roundtrip=settings.jpeg_roundtrip))
+                progress.advance("crop", len(crops))
+                if self.landmarks is None:
+                    lm, self.landmarks_source = _landmarks(settings, crops[0])
+                    mean_rois(lm)  # landmarks giving an empty eye or mouth box fail here, before any work
+                    self.landmarks = torch.from_numpy(lm)
+                self.frames += len(crops)
+                # A fresh array: the crops of a memory-mapped 128x128 stack are read-only views.
+                buf = np.array(crops) if tail is None else np.concatenate([tail, crops])
+                tail = buf[-k:]
+                if len(buf) > k:
+                    yield buf[:-k], buf[k:]
+        except SpotError:
+            raise
+        except FramesError as e:
+            raise SpotError(str(e)) from e
+        except ValueError as e:  # landmarks giving empty boxes, frames of an unusable size
+            raise SpotError(f"{self.path}: {e}") from e
+        if self.frames <= k:
+            raise SpotError(f"{self.path}: k ({k}) must be smaller than the number of frames ({self.frames}); "
+                            f"the video has no pair (i, i + k)")
+
+    def result(self) -> VideoResult:
+        """MEAN's spotting on the collected scores (all pairs scored)."""
+        settings = self.settings
+        t0 = time.perf_counter()
+        spot = np.concatenate(self.scores["spot"])[:, 0]
+        recog = np.concatenate(self.scores["recog"]) if "recog" in self.scores else None
+        smoothed = smooth(spot, settings.k_p)
+        threshold = moilanen_threshold(smoothed, settings.p)
+        intervals = find_intervals(spot, settings.k_p, settings.p, settings.multiple)
+        apex_scores = smoothed[intervals[:, 2]] if len(intervals) else np.zeros(0)
+        emotions = None
+        if recog is not None:
+            classes = recognise(recog, intervals, settings.k_p)
+            names = settings.classes
+            if names is not None and len(names) != recog.shape[1]:
+                raise SpotError(f"classes: the model has {recog.shape[1]} recognition classes, got {len(names)} "
+                                f"names ({', '.join(names)})")
+            emotions = [names[c] if names is not None else int(c) for c in classes]
+        self.seconds["spotting"] += time.perf_counter() - t0
+        info = {"frames": self.frames, "pairs": int(spot.size), "crop": self.crop_mode,
+                "landmarks": self.landmarks_source, "seconds": self.seconds}
+        return VideoResult(spot, smoothed, threshold, intervals, apex_scores, emotions, recog, info)
+
+
+class _Batcher:
+    """Pairs of one or more videos through features and network, ``batch_size`` pairs at a time.
+
+    Pairs are queued in arrival order; a full batch (or :meth:`flush`) runs
+    the features (TV-L1 flow and the fused ROI op, each pair with its own
+    video's landmarks) and the network once, and hands each video its scores
+    in order. Short videos share batches, so the device sees full batches
+    however short the videos are. Each video is charged the stage seconds of
+    a batch in proportion to its pairs in it.
+    """
+
+    def __init__(self, model: MeanSpot, net: torch.nn.Module, settings: SpotSettings, progress: _Progress):
+        self.heads = tuple(model.head_names)
+        self.net = net
+        self.device = _device(settings.device)
+        self.batch_size = int(settings.batch_size)
+        self.progress = progress
+        self.queue: List[Tuple[_Video, np.ndarray, np.ndarray]] = []
+        self.queued = 0
+
+    def add(self, video: _Video, prev: np.ndarray, nxt: np.ndarray) -> None:
+        start = 0
+        while start < len(prev):
+            take = min(len(prev) - start, self.batch_size - self.queued)
+            self.queue.append((video, prev[start:start + take], nxt[start:start + take]))
+            video.queued += take
+            self.queued += take
+            start += take
+            if self.queued == self.batch_size:
+                self.flush()
+
+    def drop(self, video: _Video) -> None:
+        """Forget a failed video's queued pairs."""
+        self.queue = [q for q in self.queue if q[0] is not video]
+        self.queued = sum(len(q[1]) for q in self.queue)
+        video.queued = 0
+
+    def flush(self) -> None:
+        if not self.queue:
+            return
+        from .features import mean_features
+
+        queue, self.queue, n = self.queue, [], self.queued
+        self.queued = 0
+        prev = torch.from_numpy(np.concatenate([q[1] for q in queue])).to(self.device)
+        nxt = torch.from_numpy(np.concatenate([q[2] for q in queue])).to(self.device)
+        landmarks = torch.cat([q[0].landmarks.expand(len(q[1]), -1, -1) for q in queue])
+        t0 = time.perf_counter()
+        feats = mean_features(prev, nxt, landmarks)
+        t1 = time.perf_counter()
+        self.progress.advance("features", n)
+        with torch.inference_mode():
+            out = self.net(feats[:, 0:1], feats[:, 1:2], feats[:, 2:3])
+        out = out if isinstance(out, tuple) else (out,)
+        by_head = {h: o.float().cpu().numpy() for h, o in zip(self.heads, out)}
+        t2 = time.perf_counter()
+        self.progress.advance("network", n)
+        start = 0
+        for video, a, _ in queue:
+            m = len(a)
+            for h in self.heads:
+                video.scores[h].append(by_head[h][start:start + m])
+            video.seconds["features"] += (t1 - t0) * m / n
+            video.seconds["network"] += (t2 - t1) * m / n
+            video.queued -= m
+            start += m
+
+
+def _stream(sources: Sequence, model: MeanSpot, net: torch.nn.Module, settings: SpotSettings, progress: bool,
+            skip: Callable[[Any], bool] = lambda source: False):
+    """Run the videos of ``sources`` through shared batches; yield (source, VideoResult or SpotError, seconds).
+
+    Videos come out in input order, each as soon as all its pairs are scored
+    (a video waits for the batch its last pairs are in, which later videos
+    may fill). ``skip(source)`` True leaves a video out (yielded as (source,
+    None, 0)). A failing video is yielded with its SpotError; the others go on.
+    """
+    bars = _Progress(progress)
+    batcher = _Batcher(model, net, settings, bars)
+    waiting: List[Tuple[Any, Any, float]] = []  # (source, _Video or SpotError or None, start time)
+
+    def ready():
+        while waiting:
+            source, item, started = waiting[0]
+            if isinstance(item, _Video):
+                if not item.read_done or item.queued:
+                    return
+                try:
+                    item = item.result()
+                except SpotError as e:
+                    item = e
+            waiting.pop(0)
+            yield source, item, started
+
+    try:
+        for source in sources:
+            if skip(source):
+                waiting.append((source, None, time.perf_counter()))
+                yield from ready()
+                continue
+            video = _Video(source, settings, batcher.heads)
+            started = time.perf_counter()
+            try:
+                for prev, nxt in video.pairs(bars):
+                    batcher.add(video, prev, nxt)
+                    yield from ready()
+            except SpotError as e:
+                batcher.drop(video)
+                waiting.append((source, e, started))
+            else:
+                video.read_done = True
+                waiting.append((source, video, started))
+            yield from ready()
+        batcher.flush()
+        yield from ready()
+    finally:
+        bars.close()
 
 
 def spot_video(source, model: MeanSpot, net: torch.nn.Module, settings: SpotSettings, *,
@@ -247,72 +435,10 @@ def spot_video(source, model: MeanSpot, net: torch.nn.Module, settings: SpotSett
     inputs; nothing is written.
     """
     settings.check()
-    path = os.fspath(source)
-    dev = _device(settings.device)
-    k = int(settings.k)
-    stages = _Stages(progress, video_name(path))
-    box, landmarks, lm_source = settings.face_box, None, None
-    tail: Optional[np.ndarray] = None  # the last k crops of the previous chunk
-    scores: Dict[str, List[np.ndarray]] = {h: [] for h in model.head_names}
-    n_frames, crop_mode = 0, None
-    try:
-        chunks = iter_frames(path, chunk=int(settings.chunk), color=_is_color_source(path))
-        while True:
-            frames = stages.timed("read", lambda: next(chunks, None))
-            if frames is None:
-                break
-            if n_frames == 0:
-                height, width = frames.shape[1:3]
-                if box is None and (height, width) != (FRAME_SIZE, FRAME_SIZE):
-                    box = stages.timed("crop", lambda: detect_face(frames[0], cascade_path=settings.cascade))
-                crop_mode = "as is (already 128x128)" if box is None else f"box x,y,w,h = {','.join(map(str, box))}"
-            crops = stages.timed("crop", lambda: crop_faces(frames, box, jpeg_roundtrip=settings.jpeg_roundtrip),
-                                 len(frames))
-            if landmarks is None:
-                landmarks, lm_source = _landmarks(settings, crops[0])
-            n_frames += len(crops)
-            # A fresh array: the crops of a memory-mapped 128x128 stack are read-only views.
-            buf = np.array(crops) if tail is None else np.concatenate([tail, crops])
-            tail = buf[-k:]
-            if len(buf) <= k:
-                continue
-            feats = stages.timed("features", lambda: video_features(
-                torch.from_numpy(buf).to(dev), k, landmarks, batch_size=int(settings.batch_size)), len(buf) - k)
-            out = stages.timed("network", lambda: _score(net, model, feats, dev, int(settings.batch_size)),
-                               len(buf) - k)
-            for h, o in out.items():
-                scores[h].append(o)
-    except SpotError:
-        raise
-    except FramesError as e:
-        raise SpotError(str(e)) from e
-    except ValueError as e:  # landmarks giving empty boxes, frames of an unusable size
-        raise SpotError(f"{path}: {e}") from e
-    finally:
-        stages.close()
-    if n_frames <= k:
-        raise SpotError(f"{path}: k ({k}) must be smaller than the number of frames ({n_frames}); the video "
-                        f"has no pair (i, i + k)")
-
-    t0 = time.perf_counter()
-    spot = np.concatenate(scores["spot"])[:, 0]
-    recog = np.concatenate(scores["recog"]) if "recog" in scores else None
-    smoothed = smooth(spot, settings.k_p)
-    threshold = moilanen_threshold(smoothed, settings.p)
-    intervals = find_intervals(spot, settings.k_p, settings.p, settings.multiple)
-    apex_scores = smoothed[intervals[:, 2]] if len(intervals) else np.zeros(0)
-    emotions = None
-    if recog is not None:
-        classes = recognise(recog, intervals, settings.k_p)
-        names = settings.classes
-        if names is not None and len(names) != recog.shape[1]:
-            raise SpotError(f"classes: the model has {recog.shape[1]} recognition classes, got {len(names)} "
-                            f"names ({', '.join(names)})")
-        emotions = [names[c] if names is not None else int(c) for c in classes]
-    stages.seconds["spotting"] += time.perf_counter() - t0
-    info = {"frames": n_frames, "pairs": int(spot.size), "crop": crop_mode, "landmarks": lm_source,
-            "seconds": stages.seconds}
-    return VideoResult(spot, smoothed, threshold, intervals, apex_scores, emotions, recog, info)
+    ((_, result, _),) = list(_stream([source], model, net, settings, progress))
+    if isinstance(result, SpotError):
+        raise result
+    return result
 
 
 def _versions() -> Dict[str, str]:
@@ -408,41 +534,43 @@ def spot_videos(sources: Sequence, model_path, out_dir, settings: SpotSettings, 
     model, net = load_spot_model(model_path, fuse=settings.fuse, device=settings.device)
     os.makedirs(out_dir, exist_ok=True)
     results = []
-    for source, name in zip(sources, names):
-        final = os.path.join(out_dir, name)
+    finals = {os.fspath(src): os.path.join(out_dir, name) for src, name in zip(sources, names)}
+
+    def exists(source) -> bool:
+        return os.path.isdir(finals[os.fspath(source)]) and not overwrite
+
+    for source, result, started in _stream(sources, model, net, settings, progress, skip=exists):
+        name, final = video_name(source), finals[os.fspath(source)]
         record: Dict[str, Any] = {"video": name, "input": os.fspath(source), "output": final}
-        if os.path.isdir(final) and not overwrite:
+        if result is None:
             log(f"{name}: {final} exists, skipped (--overwrite recomputes it)")
             results.append({**record, "status": "skipped"})
             continue
+        if isinstance(result, SpotError):
+            log(f"{name}: error: {result}")
+            results.append({**record, "status": "failed", "error": str(result)})
+            continue
+        summary = {
+            "video": name, "input": os.path.abspath(os.fspath(source)),
+            "model": os.path.abspath(os.fspath(model_path)), "heads": list(model.head_names),
+            "dataset": dataset, "k": settings.k, "k_p": settings.k_p, "p": settings.p,
+            "multiple": settings.multiple, "device": settings.device, "fused": settings.fuse,
+            "batch_size": settings.batch_size, "jpeg_roundtrip": settings.jpeg_roundtrip,
+            "frames": result.info["frames"], "pairs": result.info["pairs"], "crop": result.info["crop"],
+            "landmarks": result.info["landmarks"], "threshold": result.threshold,
+            "intervals": int(len(result.intervals)), "versions": _versions(),
+            "seconds": result.info["seconds"],
+        }
         tmp = _new_folder(out_dir, f".{name}.partial-")
         try:
-            t0 = time.perf_counter()
-            result = spot_video(source, model, net, settings, progress=progress)
-            summary = {
-                "video": name, "input": os.path.abspath(os.fspath(source)),
-                "model": os.path.abspath(os.fspath(model_path)), "heads": list(model.head_names),
-                "dataset": dataset, "k": settings.k, "k_p": settings.k_p, "p": settings.p,
-                "multiple": settings.multiple, "device": settings.device, "fused": settings.fuse,
-                "batch_size": settings.batch_size, "jpeg_roundtrip": settings.jpeg_roundtrip,
-                "frames": result.info["frames"], "pairs": result.info["pairs"], "crop": result.info["crop"],
-                "landmarks": result.info["landmarks"], "threshold": result.threshold,
-                "intervals": int(len(result.intervals)), "versions": _versions(),
-                "seconds": result.info["seconds"],
-            }
-            _write_outputs(tmp, name, result, settings, summary, t0)
+            _write_outputs(tmp, name, result, settings, summary, started)
             _install_folder(tmp, final)
-        except SpotError as e:
-            shutil.rmtree(tmp, ignore_errors=True)
-            log(f"{name}: error: {e}")
-            results.append({**record, "status": "failed", "error": str(e)})
-            continue
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        fps = result.info["frames"] / max(summary["seconds"]["total"], 1e-9)
+        seconds = summary["seconds"]
         log(f"{name}: {len(result.intervals)} interval(s) in {result.info['frames']} frames -> {final} "
-            f"({summary['seconds']['total']:.1f} s, {fps:,.1f} frames/s)")
-        results.append({**record, "status": "done", "intervals": int(len(result.intervals)),
-                        "seconds": summary["seconds"]})
+            f"({seconds['read'] + seconds['crop'] + seconds['features'] + seconds['network']:.1f} s of "
+            f"reading, cropping, features and network)")
+        results.append({**record, "status": "done", "intervals": int(len(result.intervals)), "seconds": seconds})
     return results

@@ -111,6 +111,38 @@ def test_spot_equals_the_composed_stages(clip, tmp_path, chunk):
     assert (folder / "scores.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_short_videos_share_batches_with_the_same_results(clip, tmp_path):
+    """Pairs of several videos go through one batch; each video's scores are what it gets alone, bit for bit."""
+    d, frames, _ = clip
+    np.save(tmp_path / "rev.npy", frames[::-1].copy())
+    np.save(tmp_path / "short.npy", frames[:9].copy())
+    inputs = [d / "clip.npy", tmp_path / "short.npy", tmp_path / "rev.npy"]
+    # 37 + 6 + 37 pairs in batches of 50: batches mix the videos and split them.
+    assert spot(inputs, d / "spot.pt", tmp_path / "together", "--landmarks", d / "lm.npy", "--batch-size", 50) == 0
+    for source in inputs:
+        name = source.stem
+        assert spot([source], d / "spot.pt", tmp_path / "alone", "--landmarks", d / "lm.npy", "--batch-size", 4) == 0
+        # Pairs are independent and the network op does not depend on the batch: equal, not close.
+        assert np.array_equal(np.load(tmp_path / "together" / name / "scores.npy"),
+                              np.load(tmp_path / "alone" / name / "scores.npy")), name
+        assert (tmp_path / "together" / name / "intervals.csv").read_text() == \
+            (tmp_path / "alone" / name / "intervals.csv").read_text()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_spot_on_cuda_equals_cpu(clip, tmp_path):
+    d, _, _ = clip
+    for device in ("cpu", "cuda"):
+        assert spot([d / "clip.npy"], d / "spot.pt", tmp_path / device, "--landmarks", d / "lm.npy", "--device",
+                    device) == 0
+    # The CUDA TV-L1 equals the CPU one bit for bit (tests/test_cuda_tvl1.py); the network on
+    # the GPU agrees within float32 rounding (tests/test_cuda.py).
+    assert np.abs(np.load(tmp_path / "cuda" / "clip" / "scores.npy") -
+                  np.load(tmp_path / "cpu" / "clip" / "scores.npy")).max() <= 1e-5
+    assert np.array_equal(csv_intervals(tmp_path / "cuda" / "clip" / "intervals.csv"),
+                          csv_intervals(tmp_path / "cpu" / "clip" / "intervals.csv"))
+
+
 def test_spot_recog_model_writes_emotions(clip, tmp_path):
     d, frames, _ = clip
     assert spot([d / "clip.npy"], d / "both.pt", tmp_path, "--landmarks", d / "lm.npy", "--classes",
