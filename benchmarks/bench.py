@@ -140,6 +140,20 @@ def flops_per_sample(config: dict) -> int:
 
 # --------------------------------------------------------------------------- environment
 
+def save_results(out_dir, prefix: str, device_type: str, report: dict, markdown: str) -> Path:
+    """Write results/<prefix><device>_<date-time>.json and .md and copy the .md to latest_<prefix><device>.md.
+
+    Returns the path without suffix. Every benchmark script of this folder saves through here.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"{prefix}{device_type}_{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    stem.with_suffix(".json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    stem.with_suffix(".md").write_text(markdown)
+    shutil.copyfile(stem.with_suffix(".md"), out / f"latest_{prefix}{device_type}.md")
+    return stem
+
+
 def cpu_description() -> str:
     name, family, model = "unknown CPU", "?", "?"
     try:
@@ -802,14 +816,8 @@ def main(argv=None) -> int:
     }
     md = render_markdown(report)
     print("\n" + md)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = f"{device.type}_{now.strftime('%Y%m%d-%H%M%S')}"
-    (out / f"{stem}.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
-    (out / f"{stem}.md").write_text(md)
-    shutil.copyfile(out / f"{stem}.md", out / f"latest_{device.type}.md")
-    print(f"wrote {out / stem}.json, {out / stem}.md, {out / f'latest_{device.type}.md'} "
-          f"({meta['wall_s']} s in all)")
+    stem = save_results(args.out, "", device.type, report, md)
+    print(f"wrote {stem}.json, {stem}.md, {stem.parent / f'latest_{device.type}.md'} ({meta['wall_s']} s in all)")
     if fused_failed:
         print("!!! a fused column failed its correctness check or raised; see above", file=sys.stderr)
         return 2

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import multiprocessing as mp
 import os
 import platform
@@ -37,6 +36,8 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+from bench import save_results  # noqa: E402
 from meanspot_fused.features import mean_features, synthetic, tvl1_flow  # noqa: E402
 from meanspot_fused.features import reference as R  # noqa: E402
 
@@ -178,12 +179,7 @@ def main(argv=None) -> int:
               f"{fdiff.mean():.4f}, max {fdiff.max():.4f}."]
     text = "\n".join(lines)
     print(text)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    (out / f"features_{device}_{stamp}.json").write_text(json.dumps(info, indent=1))
-    (out / f"features_{device}_{stamp}.md").write_text(text + "\n")
-    (out / f"latest_features_{device}.md").write_text(text + "\n")
+    save_results(args.out, "features_", device, info, text + "\n")
     return 0
 
 

@@ -41,7 +41,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
-from bench import _git_state, cpu_description, device_description  # noqa: E402
+from bench import _git_state, cpu_description, device_description, save_results  # noqa: E402
 from meanspot_fused.features import synthetic  # noqa: E402
 from meanspot_fused.pipeline import SpotSettings, spot_videos  # noqa: E402
 
@@ -168,12 +168,7 @@ def main(argv=None) -> int:
              f"memory of the process {rss_mb:,.0f} MB."]
     text = "\n".join(lines)
     print(text)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    (out / f"pipeline_{args.device}_{stamp}.json").write_text(json.dumps(info, indent=1))
-    (out / f"pipeline_{args.device}_{stamp}.md").write_text(text + "\n")
-    (out / f"latest_pipeline_{args.device}.md").write_text(text + "\n")
+    save_results(args.out, "pipeline_", args.device, info, text + "\n")
     return 0
 
 

@@ -3,12 +3,14 @@
 ``spot`` runs the whole pipeline (face videos to intervals); one subcommand
 per stage besides: ``features`` (a face video's frames to MEAN's feature
 file), ``predict`` (score feature files with a MEAN-Spot model) and
-``evaluate`` (MEGC counts of spotted intervals against annotations). A subcommand is one ``_<name>(sub)`` function that adds its
-parser and sets ``run`` (a function of the parsed arguments returning the exit
-code); :data:`COMMANDS` lists them.
+``evaluate`` (MEGC counts of spotted intervals against annotations). A
+subcommand is one ``_<name>(sub)`` function that adds its parser and sets
+``run`` (a function of the parsed arguments returning the exit code);
+:data:`COMMANDS` lists them.
 
-Exit codes: 0 done; 2 a bad option, model file, features file or array (the
-message on stderr says which); 1 the model failed on valid inputs; 130 interrupted.
+Exit codes: 0 done; 2 a bad option, model file, features file, array or video
+(the message on stderr says which; `spot` also when any of its videos failed);
+1 the model failed on valid inputs; 130 interrupted.
 No output file is left behind unless the run completed.
 """
 from __future__ import annotations

@@ -46,8 +46,7 @@ import numpy as np
 import torch
 
 from .features.mean import FRAME_SIZE, mean_rois
-from .io.frames import FramesError, crop_faces, detect_face, iter_frames, load_landmarks, parse_face_box, \
-    predict_landmarks
+from .io.frames import FramesError, crop_faces, detect_face, iter_frames, load_landmarks, predict_landmarks
 from .network.reference import MeanSpot
 from .spotting import DATASET_K, find_intervals, moilanen_threshold, recognise, smooth, write_intervals_csv
 

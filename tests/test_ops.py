@@ -111,7 +111,6 @@ def test_opcheck(op, make_args):
 
 
 def test_opcheck_meanspot_net():
-    import meanspot_fused as mf
     from meanspot_fused.network.fuse import pack_network
     from helpers import random_model
     for cbam, heads, dtype in [("all", ("spot", "recog"), torch.float32), ("none", ("recog",), torch.float64)]:
