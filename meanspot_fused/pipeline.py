@@ -46,7 +46,8 @@ import numpy as np
 import torch
 
 from .features.mean import FRAME_SIZE, mean_rois
-from .io.frames import FramesError, crop_faces, detect_face, iter_frames, load_landmarks, predict_landmarks
+from .io.frames import FramesError, _as_landmarks, crop_faces, detect_face, iter_frames, load_landmarks, \
+    predict_landmarks
 from .network.reference import MeanSpot
 from .spotting import DATASET_K, find_intervals, moilanen_threshold, recognise, smooth, write_intervals_csv
 
@@ -153,15 +154,26 @@ def load_spot_model(path, fuse: bool = True, device: str = "cpu") -> Tuple[MeanS
 
 
 def _device(device: str) -> torch.device:
+    """``device`` checked as ``predict`` checks it (cpu or an available cuda device)."""
+    from .io.errors import PredictError
+    from .predict import _device as predict_device
+
     try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError) as e:
-        raise SpotError(f"--device {device!r} is not a device ({e})") from e
-    if dev.type not in ("cpu", "cuda"):
-        raise SpotError(f"--device {device!r}: expected cpu or cuda")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SpotError(f"--device {device!r}: CUDA is not available in this PyTorch build or machine")
-    return dev
+        return predict_device(device)
+    except PredictError as e:
+        raise SpotError(str(e)) from e
+
+
+def _check_classes(model: MeanSpot, settings: SpotSettings) -> None:
+    """Class names, when given, must name every recognition class of the model."""
+    names = settings.classes
+    if names is None:
+        return
+    if "recog" not in model.head_names:
+        raise SpotError(f"classes: the model has no recognition head (heads: {', '.join(model.head_names)})")
+    if len(names) != model.recog_classes:
+        raise SpotError(f"classes: the model has {model.recog_classes} recognition classes, got {len(names)} "
+                        f"names ({', '.join(names)})")
 
 
 def video_name(path) -> str:
@@ -188,11 +200,7 @@ def _landmarks(settings: SpotSettings, first_crop: np.ndarray) -> Tuple[np.ndarr
         return predict_landmarks(first_crop, settings.landmark_model), f"dlib {settings.landmark_model}"
     if isinstance(lm, (str, os.PathLike)):
         return load_landmarks(lm), os.fspath(lm)
-    arr = np.asarray(lm)
-    if arr.shape != (68, 2) or not np.issubdtype(arr.dtype, np.number) or not np.all(np.isfinite(arr)):
-        raise SpotError(f"landmarks must be 68 finite (x, y) points, shape (68, 2) in dlib's order, got "
-                        f"{arr.dtype} of shape {arr.shape}")
-    return np.rint(arr).astype(np.int64), "array"
+    return _as_landmarks(np.asarray(lm), "landmarks"), "array"
 
 
 class _Progress:
@@ -294,12 +302,8 @@ class _Video:
         apex_scores = smoothed[intervals[:, 2]] if len(intervals) else np.zeros(0)
         emotions = None
         if recog is not None:
-            classes = recognise(recog, intervals, settings.k_p)
-            names = settings.classes
-            if names is not None and len(names) != recog.shape[1]:
-                raise SpotError(f"classes: the model has {recog.shape[1]} recognition classes, got {len(names)} "
-                                f"names ({', '.join(names)})")
-            emotions = [names[c] if names is not None else int(c) for c in classes]
+            names = settings.classes  # checked against the model by _check_classes
+            emotions = [names[c] if names is not None else int(c) for c in recognise(recog, intervals, settings.k_p)]
         self.seconds["spotting"] += time.perf_counter() - t0
         info = {"frames": self.frames, "pairs": int(spot.size), "crop": self.crop_mode,
                 "landmarks": self.landmarks_source, "seconds": self.seconds}
@@ -434,6 +438,7 @@ def spot_video(source, model: MeanSpot, net: torch.nn.Module, settings: SpotSett
     inputs; nothing is written.
     """
     settings.check()
+    _check_classes(model, settings)
     ((_, result, _),) = list(_stream([source], model, net, settings, progress))
     if isinstance(result, SpotError):
         raise result
@@ -531,6 +536,7 @@ def spot_videos(sources: Sequence, model_path, out_dir, settings: SpotSettings, 
     if settings.landmarks is not None and isinstance(settings.landmarks, (str, os.PathLike)):
         load_landmarks(settings.landmarks)  # a bad file fails before any video is read
     model, net = load_spot_model(model_path, fuse=settings.fuse, device=settings.device)
+    _check_classes(model, settings)
     os.makedirs(out_dir, exist_ok=True)
     results = []
     finals = {os.fspath(src): os.path.join(out_dir, name) for src, name in zip(sources, names)}

@@ -264,6 +264,8 @@ def test_dataset_preset_sets_k(clip, tmp_path):
     ("no k", "give the pair distance --k K, or --dataset"),
     ("same names", "would both write clip/"),
     ("empty boxes", "empty eyes box"),
+    ("wrong class names", "the model has 3 recognition classes, got 2 names"),
+    ("class names, no recog head", "classes: the model has no recognition head"),
 ])
 def test_bad_input_exits_2_and_writes_nothing(clip, tmp_path, capsys, monkeypatch, case, message):
     d, frames, _ = clip
@@ -302,6 +304,10 @@ def test_bad_input_exits_2_and_writes_nothing(clip, tmp_path, capsys, monkeypatc
     elif case == "empty boxes":
         np.save(src / "lm.npy", np.full((68, 2), 500))
         extra = ["--landmarks", src / "lm.npy"]
+    elif case == "wrong class names":
+        model, extra = d / "both.pt", extra + ["--classes", "a,b"]
+    elif case == "class names, no recog head":
+        extra = extra + ["--classes", "a,b,c"]
     code = main(["spot", *map(str, inputs), "--model", str(model), *k, "--k-p", "3", "--out", str(out), "--quiet",
                  *map(str, extra)])
     assert code == 2
