@@ -574,6 +574,14 @@ def big_run(tmp_path_factory):
     return folder, model, features
 
 
+def _default_sigint():
+    # A shell without job control starts background jobs with SIGINT ignored,
+    # and a child inherits that (Python then installs no KeyboardInterrupt
+    # handler, rightly: the user asked for SIGINT to be ignored). This test
+    # is about Ctrl-C, so the child gets SIGINT's default disposition.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("sig,previous", [(signal.SIGKILL, False), (signal.SIGTERM, True), (signal.SIGINT, True)],
                          ids=["SIGKILL-new", "SIGTERM-existing", "SIGINT-existing"])
 def test_interrupted_predict_leaves_no_partial_output(tmp_path, big_run, sig, previous):
@@ -583,7 +591,8 @@ def test_interrupted_predict_leaves_no_partial_output(tmp_path, big_run, sig, pr
         out.write_bytes(b"previous result")
     proc = subprocess.Popen([sys.executable, "-m", "meanspot_fused", "predict", "--model", str(model), "--input",
                              str(features), "--output", str(out), "--batch-size", "64", "--no-fuse", "--quiet"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
+                            preexec_fn=_default_sigint)
     try:
         deadline = time.monotonic() + 120
         # wait until the scores are being written (the temporary file beside the output exists) ...
