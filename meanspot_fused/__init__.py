@@ -6,10 +6,14 @@
 * :func:`load_keras`: Keras files (TF 2.x and Keras 3) to ``MeanSpot``, h5py only.
 * :func:`save_model` / :func:`load_model`: PyTorch checkpoints (and Keras files).
 * ``python -m meanspot_fused predict``: score feature files (:func:`predict_file`).
+* ``python -m meanspot_fused spot``: face videos to spotted intervals (:func:`spot_videos`,
+  :mod:`meanspot_fused.pipeline`).
 
-The code is organised by stage: :mod:`.network` (reference, ops, fuse),
-:mod:`.io` (Keras files, checkpoints, feature files), :mod:`.predict` and
-:mod:`.cli` (the command line).
+The code is organised by stage: :mod:`.features` (TV-L1 flow, MEAN's
+features), :mod:`.network` (reference, ops, fuse), :mod:`.spotting` (peaks,
+intervals, MEGC evaluation), :mod:`.io` (Keras files, checkpoints, feature
+files, frames, plots), :mod:`.pipeline` and :mod:`.predict` (the engines of
+``spot`` and ``predict``) and :mod:`.cli` (the command line).
 """
 from . import ops
 # meanspot_fused.fuse is also the old path of a module (fuse.py). It is loaded
@@ -24,7 +28,8 @@ __version__ = "0.1.0"
 # first use, so the ops, the reference and fuse() work in an environment
 # without them (a bare GPU machine with only torch).
 _LAZY = {"load_keras": "io.keras", "KerasFormatError": "io.errors", "PredictError": "io.errors",
-         "load_model": "io.checkpoints", "save_model": "io.checkpoints", "predict_file": "predict"}
+         "load_model": "io.checkpoints", "save_model": "io.checkpoints", "predict_file": "predict",
+         "spot_videos": "pipeline", "SpotSettings": "pipeline"}
 
 
 def __getattr__(name):
@@ -37,4 +42,5 @@ def __getattr__(name):
 
 
 __all__ = ["CBAM", "MeanSpot", "PLACEMENTS", "HEADS", "fuse", "FusedMeanSpot", "ops", "load_keras",
-           "KerasFormatError", "PredictError", "load_model", "save_model", "predict_file", "__version__"]
+           "KerasFormatError", "PredictError", "load_model", "save_model", "predict_file", "spot_videos",
+           "SpotSettings", "__version__"]

@@ -278,8 +278,13 @@ def _run_spot(args: argparse.Namespace) -> int:
                               progress=not args.quiet, dataset=args.dataset, log=log)
     except (SpotError, FramesError) as e:
         return fail(str(e))
+    except OSError as e:  # the output folder or a file in it cannot be written
+        return fail(f"cannot write under --out {args.out!r}: {e}")
+    except RuntimeError as e:  # the features or the network failed on valid inputs
+        print(f"{PROG} spot: error: the computation failed: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
-        print(f"{PROG} spot: interrupted; the video in progress left nothing behind", file=sys.stderr)
+        print(f"{PROG} spot: interrupted; the videos in progress left nothing behind", file=sys.stderr)
         return 130
     failed = [r for r in results if r["status"] == "failed"]
     for r in failed:

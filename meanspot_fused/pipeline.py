@@ -232,7 +232,6 @@ class _Video:
 
     def __init__(self, source, settings: SpotSettings, heads: Sequence[str]):
         self.path = os.fspath(source)
-        self.name = video_name(self.path)
         self.settings = settings
         self.seconds = dict.fromkeys(("read", "crop", "features", "network", "spotting", "write"), 0.0)
         self.scores: Dict[str, List[np.ndarray]] = {h: [] for h in heads}

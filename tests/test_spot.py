@@ -266,6 +266,7 @@ def test_dataset_preset_sets_k(clip, tmp_path):
     ("empty boxes", "empty eyes box"),
     ("wrong class names", "the model has 3 recognition classes, got 2 names"),
     ("class names, no recog head", "classes: the model has no recognition head"),
+    ("out is a file", "exists and is not a folder"),
 ])
 def test_bad_input_exits_2_and_writes_nothing(clip, tmp_path, capsys, monkeypatch, case, message):
     d, frames, _ = clip
@@ -308,12 +309,14 @@ def test_bad_input_exits_2_and_writes_nothing(clip, tmp_path, capsys, monkeypatc
         model, extra = d / "both.pt", extra + ["--classes", "a,b"]
     elif case == "class names, no recog head":
         extra = extra + ["--classes", "a,b,c"]
+    elif case == "out is a file":
+        out.write_text("not a folder")
     code = main(["spot", *map(str, inputs), "--model", str(model), *k, "--k-p", "3", "--out", str(out), "--quiet",
                  *map(str, extra)])
     assert code == 2
     import re
     assert re.search(message, capsys.readouterr().err), case
-    assert not out.exists() or os.listdir(out) == []
+    assert not out.exists() or os.listdir(out) == [] if case != "out is a file" else out.read_text() == "not a folder"
 
 
 def test_a_failing_video_does_not_stop_the_others(clip, tmp_path, capsys):
