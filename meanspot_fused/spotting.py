@@ -27,7 +27,8 @@ import numpy as np
 from .io.atomic import replace_atomically
 
 __all__ = [
-    "DATASET_K", "smooth", "k_p_from_ground_truth", "moilanen_threshold", "find_intervals", "recognise", "iou", "megc_counts", "evaluate",
+    "DATASET_K", "smooth", "k_p_from_ground_truth", "moilanen_threshold", "find_intervals", "recognise", "iou",
+    "megc_counts", "evaluate",
     "Evaluation", "VideoCounts", "Annotations", "AnnotationError", "read_annotations",
     "write_intervals_csv",
 ]

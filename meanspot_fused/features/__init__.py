@@ -11,4 +11,5 @@ from .flow import TVL1_DEFAULTS, tvl1_flow
 from .mean import mean_features, mean_rois, optical_strain, video_features
 from .ops import mean_roi_features
 
-__all__ = ["tvl1_flow", "TVL1_DEFAULTS", "mean_features", "mean_rois", "optical_strain", "video_features", "mean_roi_features"]
+__all__ = ["tvl1_flow", "TVL1_DEFAULTS", "mean_features", "mean_rois", "optical_strain", "video_features",
+           "mean_roi_features"]
