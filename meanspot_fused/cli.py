@@ -157,7 +157,9 @@ def _evaluate(sub) -> None:
         description="Compare the intervals.csv of each video folder in PRED (PRED/<video>/intervals.csv, as "
                     "`spot` writes them) with ANNOTATIONS.csv (columns video, onset, offset[, apex][, emotion]; "
                     "0-based frames) by the MEGC protocol (IoU >= threshold) and print the table per video and "
-                    "in total.")
+                    "in total. When the annotations have an emotion column and every intervals.csv has one (spot "
+                    "with a spot_recog model), also the recognition F1 on the matched intervals and STRS; the "
+                    "labels are compared as text (name the classes with spot --classes as the annotations do).")
     p.add_argument("--pred", required=True, metavar="DIR", help="folder of <video>/intervals.csv")
     p.add_argument("--gt", required=True, metavar="ANNOTATIONS.csv", help="ground-truth intervals")
     p.add_argument("--iou", type=float, default=0.5, help="IoU threshold (default 0.5)")
@@ -183,19 +185,25 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         gt = read_annotations(args.gt)
     except (AnnotationError, OSError, ValueError) as e:
         return fail(str(e))
-    pred = {}
+    pred, pred_labels = {}, {}
     for video in sorted(os.listdir(args.pred)):
         path = os.path.join(args.pred, video, "intervals.csv")
         if not os.path.isfile(path):
             continue
         try:
             with open(path, newline="", encoding="utf-8") as f:
-                rows = list(csv.DictReader(f))
+                reader = csv.DictReader(f)
+                rows = list(reader)
+                if "emotion" in (reader.fieldnames or ()):
+                    pred_labels[video] = [r["emotion"] for r in rows]
             pred[video] = np.array([[int(r["onset"]), int(r["offset"])] for r in rows], np.int64).reshape(-1, 2)
         except (OSError, KeyError, ValueError) as e:
             return fail(f"cannot read {path}: {e}")
+    # Recognition (STRS) when every prediction file and the annotations carry emotion labels.
+    labelled = gt.emotions is not None and len(pred_labels) == len(pred)
     try:
-        result = evaluate(pred, gt.intervals, iou_threshold=args.iou)
+        result = evaluate(pred, gt.intervals, iou_threshold=args.iou,
+                          pred_labels=pred_labels if labelled else None, gt_labels=gt.emotions if labelled else None)
     except ValueError as e:
         return fail(str(e))
     print(result)

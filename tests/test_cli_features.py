@@ -77,3 +77,21 @@ def test_evaluate_counts(tmp_path, capsys):
     assert (result["tp"], result["fp"], result["fn"]) == (1, 1, 2)
     assert "total" in capsys.readouterr().out
     assert main(["evaluate", "--pred", str(tmp_path / "nope"), "--gt", str(tmp_path / "gt.csv")]) == 2
+    assert result["strs"] is None  # no emotion labels on either side
+
+
+def test_evaluate_strs_with_emotion_labels(tmp_path):
+    (tmp_path / "pred" / "v1").mkdir(parents=True)
+    (tmp_path / "pred" / "v1" / "intervals.csv").write_text(
+        "onset,offset,apex,score,emotion\n10,20,15,0.9,positive\n50,60,55,0.8,negative\n100,110,105,0.7,surprise\n")
+    (tmp_path / "gt.csv").write_text("video,onset,offset,emotion\nv1,11,20,positive\nv1,100,110,negative\n")
+    out = tmp_path / "r.json"
+    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt.csv"),
+                 "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    # Two matched pairs: (positive, positive) and (surprise, negative). Spotting: TP 2, FP 1, FN 0 -> F1 0.8.
+    # Classes positive, negative, surprise: precision (1, 0, 0) and recall (1, 0, 0) -> macro P = R = 1/3.
+    assert (result["tp"], result["fp"], result["fn"]) == (2, 1, 0)
+    assert result["f1"] == pytest.approx(0.8)
+    assert result["recognition_f1"] == pytest.approx(1 / 3)
+    assert result["strs"] == pytest.approx(0.8 / 3)
