@@ -114,7 +114,7 @@ def run_mean(frames: np.ndarray, model: str, mean_pairs: int) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--frames", type=int, default=2000, help="frames of the synthetic video (default 2000)")
+    ap.add_argument("--frames", type=int, default=3000, help="frames of the synthetic video (default 3000)")
     ap.add_argument("--mean-pairs", type=int, default=100,
                     help="pairs MEAN's OpenCV features are timed on (default 100; 0: the whole video)")
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
