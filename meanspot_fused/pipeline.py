@@ -379,12 +379,15 @@ class _Batcher:
 
 def _stream(sources: Sequence, model: MeanSpot, net: torch.nn.Module, settings: SpotSettings, progress: bool,
             skip: Callable[[Any], bool] = lambda source: False):
-    """Run the videos of ``sources`` through shared batches; yield (source, VideoResult or SpotError, seconds).
+    """Run the videos of ``sources`` through shared batches; yield (source, result, start time).
+
+    result: the VideoResult, the SpotError of a video that failed, or None for
+    a skipped one; start time: ``time.perf_counter()`` when its reading began.
 
     Videos come out in input order, each as soon as all its pairs are scored
     (a video waits for the batch its last pairs are in, which later videos
-    may fill). ``skip(source)`` True leaves a video out (yielded as (source,
-    None, 0)). A failing video is yielded with its SpotError; the others go on.
+    may fill). ``skip(source)`` True leaves a video out. A failing video does
+    not stop the others.
     """
     bars = _Progress(progress)
     batcher = _Batcher(model, net, settings, bars)
