@@ -54,10 +54,6 @@ from .spotting import DATASET_K, find_intervals, moilanen_threshold, recognise, 
 __all__ = ["DATASET_K", "SpotError", "SpotSettings", "VideoResult", "spot_video", "spot_videos", "load_spot_model",
            "video_name"]
 
-#: The files of one video's output folder, in the order they are written (spot_recog
-#: models add recog.npy, the per-pair recognition output, after scores.npy).
-OUTPUT_FILES = ("scores.npy", "intervals.csv", "scores.png", "summary.json")
-
 
 class SpotError(ValueError):
     """An input, option or model that the spot pipeline cannot use; the message says which."""
@@ -462,7 +458,8 @@ def _versions() -> Dict[str, str]:
 
 def _write_outputs(folder: str, name: str, result: VideoResult, settings: SpotSettings, summary: dict,
                    started: float) -> None:
-    """The files of OUTPUT_FILES into ``folder``; summary.json last, with the write and total seconds."""
+    """scores.npy (recog.npy for spot_recog models), intervals.csv, scores.png, then summary.json with the
+    write and total seconds, into ``folder``."""
     from .io.plots import plot_scores
 
     t0 = time.perf_counter()

@@ -114,9 +114,9 @@ inline void median_network(Vec16 (&v)[K * K], std::integer_sequence<int, C...>) 
   (median_comparator<K, C>(v), ...);
 }
 
-// Floats of the padded copy median_filter<K> needs for an h x w plane: K - 1
-// replicated border rows and columns, and each row rounded up to whole
-// 16-lane blocks so that every load is a plain vector load.
+// Floats of the padded copy median_filter<K> needs for an h x w plane, for
+// K <= 5: K - 1 <= 4 replicated border rows and columns, and each row rounded
+// up to whole 16-lane blocks so that every load is a plain vector load.
 constexpr int64_t median_pad_floats(int h, int w) {
   return int64_t(h + 4) * ((w + kLanes - 1) / kLanes * kLanes + 4);
 }
