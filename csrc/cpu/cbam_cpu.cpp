@@ -1,16 +1,14 @@
-// CPU kernel of meanspot_fused::cbam (float32, float64).
-// Work split: at::parallel_for over the batch; one sample's whole CBAM block
-// (channel pool, MLP, channel gate, spatial pool, 7x7 conv, spatial gate,
-// optional max pool) runs in per-thread scratch (see cpu::cbam_sample).
+// CPU entry of meanspot_fused::cbam (float32, float64): checks, output,
+// threads; the kernel (kernels/network_kernel.cpp) runs one sample's whole
+// CBAM block (channel pool, MLP, channel gate, spatial pool, 7x7 conv,
+// spatial gate, optional max pool) at a time in per-thread scratch.
 #include <ATen/Dispatch.h>
-#include <ATen/ops/empty.h>
 #include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
 #include <torch/library.h>
 
-#include <vector>
-
 #include "../ops/ops.h"
-#include "sample_kernels.h"
+#include "dispatch.h"
 
 namespace meanspot {
 namespace {
@@ -27,22 +25,17 @@ at::Tensor cbam_cpu(const at::Tensor& x_in, const at::Tensor& mlp_w1_in, const a
                    w2 = mlp_w2_in.contiguous(), b2 = mlp_b2_in.contiguous(),
                    sw = spatial_weight_in.contiguous();
   const int64_t n = x.size(0);
-  const int c = x.size(1), height = x.size(2), width = x.size(3);
-  at::Tensor out = at::empty({n, c, height / pool, width / pool}, x.options());
+  at::Tensor out = at::empty({n, x.size(1), x.size(2) / pool, x.size(3) / pool}, x.options());
   if (n == 0) return out;
+  const cpu::CpuKernels& k = cpu::kernels();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), op, [&] {
-    cpu::CbamParams<scalar_t> p{w1.data_ptr<scalar_t>(), b1.data_ptr<scalar_t>(), w2.data_ptr<scalar_t>(),
-                                b2.data_ptr<scalar_t>(), sw.data_ptr<scalar_t>(), scalar_t(spatial_scale),
-                                scalar_t(spatial_shift), int(w1.size(0)), int(sw.size(2))};
-    const scalar_t* xp = x.data_ptr<scalar_t>();
-    scalar_t* op_ = out.data_ptr<scalar_t>();
-    const int64_t in_stride = int64_t(c) * height * width;
-    const int64_t out_stride = int64_t(c) * (height / pool) * (width / pool);
-    at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
-      std::vector<scalar_t> scratch(cpu::cbam_scratch_size<scalar_t>(c, p.hidden, height, width, p.kernel));
-      for (int64_t i = begin; i < end; ++i)
-        cpu::cbam_sample(xp + i * in_stride, c, height, width, p, int(pool), op_ + i * out_stride, scratch.data());
-    });
+    const cpu::CbamArgs<scalar_t> a{x.data_ptr<scalar_t>(),  w1.data_ptr<scalar_t>(), b1.data_ptr<scalar_t>(),
+                                    w2.data_ptr<scalar_t>(), b2.data_ptr<scalar_t>(), sw.data_ptr<scalar_t>(),
+                                    out.data_ptr<scalar_t>(), scalar_t(spatial_scale), scalar_t(spatial_shift),
+                                    int(x.size(1)),          int(x.size(2)),          int(x.size(3)),
+                                    int(w1.size(0)),         int(sw.size(2)),         int(pool)};
+    const auto kernel = k.net<scalar_t>().cbam;
+    at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) { kernel(a, begin, end); });
   });
   return out;
 }

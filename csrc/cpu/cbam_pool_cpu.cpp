@@ -1,15 +1,16 @@
-// CPU kernels of meanspot_fused::channel_pool and ::spatial_pool (float32, float64).
+// CPU entries of meanspot_fused::channel_pool and ::spatial_pool (float32,
+// float64); kernels in kernels/network_kernel.cpp.
 // channel_pool: parallel over the N * C planes, one read of each plane.
 // spatial_pool: parallel over the batch, one read of each sample.
 #include <ATen/Dispatch.h>
-#include <ATen/ops/empty.h>
 #include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
 #include <torch/library.h>
 
 #include <tuple>
 
 #include "../ops/ops.h"
-#include "sample_kernels.h"
+#include "dispatch.h"
 
 namespace meanspot {
 namespace {
@@ -29,13 +30,12 @@ std::tuple<at::Tensor, at::Tensor> channel_pool_cpu(const at::Tensor& x_in) {
   at::Tensor mean = at::empty({x.size(0), x.size(1)}, x.options());
   at::Tensor max = at::empty({x.size(0), x.size(1)}, x.options());
   if (planes == 0) return {mean, max};
+  const cpu::CpuKernels& k = cpu::kernels();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), op, [&] {
-    const scalar_t* xp = x.data_ptr<scalar_t>();
-    scalar_t* mp = mean.data_ptr<scalar_t>();
-    scalar_t* xq = max.data_ptr<scalar_t>();
-    at::parallel_for(0, planes, 16, [&](int64_t begin, int64_t end) {
-      cpu::channel_pool(xp + begin * plane, int(end - begin), plane, mp + begin, xq + begin);
-    });
+    const cpu::ChannelPoolArgs<scalar_t> a{x.data_ptr<scalar_t>(), mean.data_ptr<scalar_t>(),
+                                           max.data_ptr<scalar_t>(), plane};
+    const auto kernel = k.net<scalar_t>().channel_pool;
+    at::parallel_for(0, planes, 16, [&](int64_t begin, int64_t end) { kernel(a, begin, end); });
   });
   return {mean, max};
 }
@@ -46,19 +46,14 @@ at::Tensor spatial_pool_cpu(const at::Tensor& x_in) {
   check_cpu_float(x_in, op);
   const at::Tensor x = x_in.contiguous();
   const int64_t n = x.size(0);
-  const int c = x.size(1), height = x.size(2), width = x.size(3);
-  at::Tensor out = at::empty({n, 2, height, width}, x.options());
+  at::Tensor out = at::empty({n, 2, x.size(2), x.size(3)}, x.options());
   if (n == 0) return out;
+  const cpu::CpuKernels& k = cpu::kernels();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), op, [&] {
-    const scalar_t* xp = x.data_ptr<scalar_t>();
-    scalar_t* op_ = out.data_ptr<scalar_t>();
-    const int64_t plane = int64_t(height) * width;
-    at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        scalar_t* o = op_ + i * 2 * plane;
-        cpu::spatial_pool<scalar_t>(xp + i * c * plane, c, plane, nullptr, o, o + plane);
-      }
-    });
+    const cpu::SpatialPoolArgs<scalar_t> a{x.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), int(x.size(1)),
+                                           x.size(2) * x.size(3)};
+    const auto kernel = k.net<scalar_t>().spatial_pool;
+    at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) { kernel(a, begin, end); });
   });
   return out;
 }

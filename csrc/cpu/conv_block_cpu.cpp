@@ -1,43 +1,16 @@
-// CPU kernel of meanspot_fused::conv_block (float32, float64).
-// Work split: at::parallel_for over the batch; each thread keeps one padded
-// input sample and one (Cout, H, W) conv plane stack as scratch, so a sample
-// goes from x to the pooled output without an intermediate tensor.
+// CPU entry of meanspot_fused::conv_block (float32, float64): checks, output,
+// threads; the kernel (kernels/network_kernel.cpp) runs a range of samples,
+// at the instruction-set level dispatch.cpp chose.
 #include <ATen/Dispatch.h>
-#include <ATen/ops/empty.h>
 #include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
 #include <torch/library.h>
 
-#include <vector>
-
 #include "../ops/ops.h"
-#include "sample_kernels.h"
+#include "dispatch.h"
 
 namespace meanspot {
 namespace {
-
-template <typename T>
-void conv_block_cpu_impl(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, const T* scale,
-                         const T* shift, int pool, at::Tensor& out) {
-  const int64_t n = x.size(0);
-  const int cin = x.size(1), height = x.size(2), width = x.size(3);
-  const int cout = weight.size(0), kernel = weight.size(2);
-  const int64_t in_stride = int64_t(cin) * height * width;
-  const int64_t out_stride = int64_t(cout) * (height / pool) * (width / pool);
-  const T* xp = x.data_ptr<T>();
-  const T* wp = weight.data_ptr<T>();
-  const T* bp = bias.data_ptr<T>();
-  T* op = out.data_ptr<T>();
-  // Grain 1: one sample is about a million FLOPs, plenty to amortize a task.
-  at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> padded(cpu::padded_size<T>(cin, height, width, kernel));
-    std::vector<T> conv(int64_t(cout) * height * width);
-    for (int64_t i = begin; i < end; ++i) {
-      cpu::pad_planes(xp + i * in_stride, cin, height, width, kernel, padded.data());
-      cpu::conv_same(padded.data(), cin, height, width, wp, bp, cout, kernel, conv.data());
-      cpu::relu_affine_pool(conv.data(), cout, height, width, scale, shift, pool, op + i * out_stride);
-    }
-  });
-}
 
 at::Tensor conv_block_cpu(const at::Tensor& x_in, const at::Tensor& weight_in, const at::Tensor& bias_in,
                           const c10::optional<at::Tensor>& scale_in, const c10::optional<at::Tensor>& shift_in,
@@ -53,9 +26,23 @@ at::Tensor conv_block_cpu(const at::Tensor& x_in, const at::Tensor& weight_in, c
   const at::Tensor shift = shift_in.has_value() ? shift_in->contiguous() : at::Tensor();
   at::Tensor out = at::empty({x.size(0), weight.size(0), x.size(2) / pool, x.size(3) / pool}, x.options());
   if (x.size(0) == 0) return out;
+  const cpu::CpuKernels& k = cpu::kernels();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "meanspot_fused.conv_block", [&] {
-    conv_block_cpu_impl<scalar_t>(x, weight, bias, scale.defined() ? scale.data_ptr<scalar_t>() : nullptr,
-                                  shift.defined() ? shift.data_ptr<scalar_t>() : nullptr, int(pool), out);
+    const cpu::ConvBlockArgs<scalar_t> a{x.data_ptr<scalar_t>(),
+                                         weight.data_ptr<scalar_t>(),
+                                         bias.data_ptr<scalar_t>(),
+                                         scale.defined() ? scale.data_ptr<scalar_t>() : nullptr,
+                                         shift.defined() ? shift.data_ptr<scalar_t>() : nullptr,
+                                         out.data_ptr<scalar_t>(),
+                                         int(x.size(1)),
+                                         int(x.size(2)),
+                                         int(x.size(3)),
+                                         int(weight.size(0)),
+                                         int(weight.size(2)),
+                                         int(pool)};
+    const auto kernel = k.net<scalar_t>().conv_block;
+    // Grain 1: one sample is about a million FLOPs, plenty to amortize a task.
+    at::parallel_for(0, x.size(0), 1, [&](int64_t begin, int64_t end) { kernel(a, begin, end); });
   });
   return out;
 }

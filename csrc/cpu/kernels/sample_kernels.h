@@ -1,5 +1,6 @@
-// Per-sample CPU building blocks of MEAN-Spot, shared by the per-op CPU kernels
-// (conv_block_cpu.cpp, cbam_cpu.cpp) and the whole-network CPU kernel.
+// Per-sample CPU building blocks of MEAN-Spot, shared by the per-op kernels
+// and the whole-network kernel (network_kernel.cpp), compiled once per
+// instruction-set level (simd.h).
 //
 // Layout invariants: every activation is one sample's contiguous (C, H, W)
 // plane stack; weights are PyTorch-contiguous (Cout, Cin, K, K). The inner
@@ -12,18 +13,12 @@
 #include <cstdint>
 #include <cstring>
 
-#include "../meanspot_math.h"
+#include "../../meanspot_math.h"
+#include "simd.h"
 
 namespace meanspot {
 namespace cpu {
-
-// SIMD vector of one cache line (16 floats / 8 doubles). GCC and Clang lower
-// it to AVX-512, AVX2 or SSE, whatever the build targets.
-template <typename T>
-struct Vec {
-  static constexpr int kLanes = 64 / sizeof(T);
-  typedef T type __attribute__((vector_size(64)));
-};
+namespace CPU_CAPABILITY {
 
 template <typename T>
 inline typename Vec<T>::type load_vec(const T* p) {
@@ -83,8 +78,7 @@ inline void pad_planes(const T* __restrict__ in, int channels, int height, int w
 
 // CB output channels x RB output rows, one vector of columns starting at w0:
 // the CB * RB accumulators stay in registers across all cin * K * K taps; each
-// tap is RB vector loads and CB * RB broadcast FMAs. RB is chosen so that
-// CB * RB >= 8 independent FMA chains hide the FMA latency.
+// tap is RB vector loads and CB * RB broadcast FMAs (see conv_rows for RB).
 template <typename T, int CB, int RB>
 inline void conv_tile(const T* __restrict__ padded, int cin, int hp, int wp, int h, int w0,
                       const T* __restrict__ weight, const T* __restrict__ bias, int co0, int kernel, int width,
@@ -123,10 +117,21 @@ inline void conv_tile(const T* __restrict__ padded, int cin, int hp, int wp, int
     }
 }
 
+// Output rows per conv tile for CB output channels: enough that CB * RB >= 8
+// independent FMA chains hide the FMA latency (2 units x 4 cycles), at most
+// what leaves a quarter of the registers to the RB loaded rows and the
+// broadcast weight (16 registers on AVX2 and SSE: CB * RB <= 12; 32 on AVX-512).
+template <int CB>
+constexpr int conv_rows() {
+  constexpr int want = CB >= 8 ? 2 : (8 + CB - 1) / CB;
+  constexpr int fit = (kVectorRegisters * 3 / 4) / CB;
+  return want < fit ? want : (fit > 0 ? fit : 1);
+}
+
 template <typename T, int CB>
 inline void conv_block_of_channels(const T* padded, int cin, int height, int width, const T* weight,
                                    const T* bias, int co0, int kernel, T* out) {
-  constexpr int RB = CB >= 8 ? 2 : (8 + CB - 1) / CB;
+  constexpr int RB = conv_rows<CB>();
   const int hp = height + kernel - 1, wp = padded_stride<T>(width, kernel);
   int h = 0;
   for (; h + RB <= height; h += RB)
@@ -173,7 +178,7 @@ inline void sigmoid_affine_inplace(T* v, int64_t n, T scale, T shift) {
 // the reference).
 inline Vec<float>::type exp_vec(Vec<float>::type x) {
   using V = Vec<float>::type;
-  typedef int32_t VI __attribute__((vector_size(64)));
+  typedef int32_t VI __attribute__((vector_size(kVectorBytes)));
   const V in = x;
   x = x > 88.3762626647949f ? V{} + 88.3762626647949f : x;
   x = x < -88.3762626647949f ? V{} - 88.3762626647949f : x;
@@ -392,5 +397,6 @@ inline void cbam_sample(const T* __restrict__ x, int channels, int height, int w
   }
 }
 
+}  // namespace CPU_CAPABILITY
 }  // namespace cpu
 }  // namespace meanspot
