@@ -14,6 +14,7 @@ x86-64 CPU and is fast on each; no flag of this build depends on the
 building machine.
 """
 import glob
+import json
 import os
 import platform
 import re
@@ -132,6 +133,26 @@ class BuildLevels(BuildExtension):
                 _check_level_object(obj, level)
             ext.extra_objects = [o for o in ext.extra_objects if f"{os.sep}{level}{os.sep}" not in o] + objects
         super().build_extension(ext)
+        self._write_build_info(ext, base)
+
+    def _write_build_info(self, ext, base):
+        """meanspot_fused/_build_info.json: how this binary was built, for benchmark records."""
+        try:
+            compiler = subprocess.run([self.compiler.compiler_so[0], "--version"], capture_output=True,
+                                      text=True).stdout.splitlines()[0]
+        except (OSError, IndexError):
+            compiler = "unknown"
+        info = {"torch": torch.__version__, "cuda": torch.version.cuda, "compiler": compiler,
+                "machine": platform.machine(), "host_flags": ext.extra_compile_args["cxx"],
+                "cpu_levels": {level: flags for level, flags in _cpu_levels().items()},
+                "cuda_kernels": "nvcc" in ext.extra_compile_args and bool(ext.extra_compile_args.get("nvcc"))}
+        targets = {os.path.join(self.build_lib, "meanspot_fused")}
+        if self.inplace or getattr(self, "editable_mode", False):
+            targets.add(os.path.join(ROOT, "meanspot_fused"))
+        for folder in targets:
+            os.makedirs(folder, exist_ok=True)
+            with open(os.path.join(folder, "_build_info.json"), "w") as f:
+                json.dump(info, f, indent=1)
 
 
 def get_extensions():

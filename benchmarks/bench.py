@@ -52,6 +52,12 @@ except ImportError:  # running from a checkout that is not installed
     sys.path.insert(0, str(HERE.parent))
     import meanspot_fused
 from meanspot_fused import MeanSpot, fuse
+
+sys.path.insert(0, str(HERE))
+# The machine record and results files every benchmark shares (re-exported:
+# the other scripts import them from here too).
+from common import cpu_description, device_description, fma_peak, git_state as _git_state  # noqa: E402,F401
+from common import loadavg as _loadavg, machine_record, save_results, version as _version  # noqa: E402,F401
 from meanspot_fused.network.reference import BRANCH_FILTERS, HEAD_FILTERS, HEADS, INPUT_SIZE, PLACEMENTS
 
 # ``meanspot_fused.network.fuse`` the attribute is the function; the submodule holds MODES.
@@ -59,9 +65,6 @@ FUSE_MODES = tuple(importlib.import_module("meanspot_fused.network.fuse").MODES)
 
 #: Conv kernel of the branch and head convolutions (fixed by the architecture).
 CONV_KERNEL = 5
-#: Peak fp32 throughput used for "% of peak", GFLOP/s. CPU: per core, from
-#: shared/design/PERFORMANCE.md (330 GFLOP/s for 2 cores, FMA, AVX-512).
-CPU_PEAK_GFLOPS_PER_CORE = 165.0
 #: GPU fp32 (no TF32) matmul ceilings measured with PyTorch, GFLOP/s, by name substring.
 GPU_PEAK_GFLOPS = {"H100": 51_000.0, "H200": 51_000.0}
 #: Input sets bigger than this rotate among buffers (PERFORMANCE.md: "above a few MB").
@@ -140,72 +143,6 @@ def flops_per_sample(config: dict) -> int:
 
 # --------------------------------------------------------------------------- environment
 
-def save_results(out_dir, prefix: str, device_type: str, report: dict, markdown: str) -> Path:
-    """Write results/<prefix><device>_<date-time>.json and .md and copy the .md to latest_<prefix><device>.md.
-
-    Returns the path without suffix. Every benchmark script of this folder saves through here.
-    """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"{prefix}{device_type}_{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    stem.with_suffix(".json").write_text(json.dumps(report, indent=2, default=str) + "\n")
-    stem.with_suffix(".md").write_text(markdown)
-    shutil.copyfile(stem.with_suffix(".md"), out / f"latest_{prefix}{device_type}.md")
-    return stem
-
-
-def cpu_description() -> str:
-    name, family, model = "unknown CPU", "?", "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, val = line.partition(":")
-                key, val = key.strip(), val.strip()
-                if key == "model name" and name == "unknown CPU":
-                    name = val
-                elif key == "cpu family" and family == "?":
-                    family = val
-                elif key == "model" and model == "?":
-                    model = val
-    except OSError:
-        name = platform.processor() or name
-    cap = torch.backends.cpu.get_cpu_capability()
-    return f"{name} (family {family} model {model}, {os.cpu_count()} logical CPUs, torch CPU capability {cap})"
-
-
-def device_description(device: torch.device) -> str:
-    if device.type == "cuda":
-        p = torch.cuda.get_device_properties(device)
-        return f"{p.name} (sm_{p.major}{p.minor}, {p.total_memory / 2**30:.0f} GiB, {p.multi_processor_count} SMs)"
-    return cpu_description()
-
-
-def _version(module: str) -> Optional[str]:
-    try:
-        return __import__(module).__version__
-    except Exception:
-        return None
-
-
-def _git_state() -> dict:
-    def git(*args):
-        return subprocess.run(["git", *args], cwd=HERE.parent, capture_output=True, text=True, timeout=10)
-    try:
-        head = git("rev-parse", "HEAD")
-        dirty = git("status", "--porcelain")
-        return {"head": head.stdout.strip() if head.returncode == 0 else None,
-                "dirty": bool(dirty.stdout.strip()) if dirty.returncode == 0 else None}
-    except Exception:
-        return {"head": None, "dirty": None}
-
-
-def _loadavg() -> Optional[List[float]]:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None
-
-
 class CpuContention:
     """Share of the machine's CPU time used by *other* processes between start() and stop().
 
@@ -249,8 +186,9 @@ def default_peak_gflops(device: torch.device, threads: int) -> tuple:
             if key in name:
                 return val, f"fp32 matmul ceiling measured on H100 (PERFORMANCE.md), used for {name}"
         return None, f"no known fp32 peak for {name}; pass --peak-gflops"
-    return CPU_PEAK_GFLOPS_PER_CORE * threads, \
-        f"{CPU_PEAK_GFLOPS_PER_CORE:g} GFLOP/s per core x {threads} threads (PERFORMANCE.md: 330 for 2 cores)"
+    level = meanspot_fused.cpu_capability()
+    peak = fma_peak(level, threads)
+    return peak, f"register-only fp32 FMA loop at the kernels' level ({level}), {threads} threads, measured now"
 
 
 def measure_matmul_gflops(device: torch.device, dtype: torch.dtype, threads: int) -> float:
@@ -658,6 +596,7 @@ def main(argv=None) -> int:
         "date": now.isoformat(timespec="seconds"),
         "command": shlex.join([os.path.basename(sys.executable)] + sys.argv if argv is None
                               else ["bench.py", *argv]),
+        "machine": machine_record(args.threads, {"onnxruntime": _version("onnxruntime"), "onnx": _version("onnx")}),
         "threads": args.threads, "dtype": args.dtype, "min_time": args.min_time, "seed": args.seed,
         "tol": args.tol, "peers": list(args.peers), "modes": list(args.modes),
     }
@@ -807,7 +746,7 @@ def main(argv=None) -> int:
         notes.append(f"other processes used {100 * meta['other_cpu_share']:.0f}% of the CPU time during the run: "
                      "numbers are unreliable; rerun on a quiet machine")
     report = {
-        "meta": meta, "config": config, "flops_per_sample": fps, "flops_breakdown": flops_breakdown(config),
+        "machine": meta.pop("machine"), "meta": meta, "config": config, "flops_per_sample": fps, "flops_breakdown": flops_breakdown(config),
         "peak_gflops": peak, "peak_source": peak_source, "matmul_gflops": matmul,
         "batches": args.batches,
         "impls": [{"key": i.key, "label": i.label, "kind": i.kind, "mode": i.mode} for i in impls],

@@ -41,11 +41,11 @@ step "GPU benchmark"
 timeout 240 python benchmarks/bench.py --device cuda --min-time 0.5 --out "$OUT" > "$OUT/gpu_bench.txt" 2>&1
 echo "bench rc=$?" | tee -a "$LOG"
 step "GPU features benchmark"
-timeout 240 python benchmarks/bench_features.py --device cuda --batches 1,64,1024,4096 --min-time 1 --out "$OUT" \
+timeout 240 python benchmarks/bench_features.py --device cuda --data synthetic --batches 1,64,1024,4096 --min-time 1 --out "$OUT" \
   > "$OUT/gpu_bench_features.txt" 2>&1
 echo "features bench rc=$?" | tee -a "$LOG"
 step "GPU pipeline benchmark (spot end to end; needs opencv-contrib and scikit-image like the features one)"
-timeout 240 python benchmarks/bench_pipeline.py --device cuda --frames 2000 --mean-pairs 20 --out "$OUT" \
+timeout 240 python benchmarks/bench_pipeline.py --device cuda --data synthetic --frames 2000 --mean-pairs 20 --out "$OUT" \
   > "$OUT/gpu_bench_pipeline.txt" 2>&1
 echo "pipeline bench rc=$?" | tee -a "$LOG"
 step "done"

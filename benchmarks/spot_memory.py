@@ -27,7 +27,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
-from bench import _git_state, cpu_description, save_results  # noqa: E402
+from common import cpu_description, git_state as _git_state, save_results  # noqa: E402
 from meanspot_fused.features import synthetic  # noqa: E402
 
 

@@ -2,6 +2,7 @@
 
 * :class:`MeanSpot`, :class:`CBAM`: the pure-PyTorch reference (Keras numerics).
 * :mod:`meanspot_fused.ops`: the fused torch ops (conv block, CBAM pools, CBAM).
+* :func:`cpu_capability`: the instruction-set level the CPU kernels run at (AVX512, AVX2, DEFAULT).
 * :func:`fuse`: a drop-in module computing a ``MeanSpot`` through the ops.
 * :func:`load_keras`: Keras files (TF 2.x and Keras 3) to ``MeanSpot``, h5py only.
 * :func:`save_model` / :func:`load_model`: PyTorch checkpoints (and Keras files).
@@ -16,6 +17,7 @@ files, frames, plots), :mod:`.pipeline` and :mod:`.predict` (the engines of
 ``spot`` and ``predict``) and :mod:`.cli` (the command line).
 """
 from . import ops
+from .cpu import cpu_capabilities, cpu_capability
 # meanspot_fused.fuse is also the old path of a module (fuse.py). It is loaded
 # before the name is bound to the function: loaded later, the import system
 # would rebind the attribute fuse to the module.
@@ -41,6 +43,6 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["CBAM", "MeanSpot", "PLACEMENTS", "HEADS", "fuse", "FusedMeanSpot", "ops", "load_keras",
+__all__ = ["cpu_capability", "cpu_capabilities", "CBAM", "MeanSpot", "PLACEMENTS", "HEADS", "fuse", "FusedMeanSpot", "ops", "load_keras",
            "KerasFormatError", "PredictError", "load_model", "save_model", "predict_file", "spot_videos",
            "SpotSettings", "__version__"]

@@ -28,6 +28,9 @@ from meanspot_fused.features import synthetic as S  # noqa: E402
 
 import tvl1_numpy as TN  # noqa: E402  (tests/ is on sys.path)
 
+# Every CPU instruction-set level this machine runs (conftest.py).
+pytestmark = pytest.mark.usefixtures("cpu_level")
+
 
 def epe(a, b):
     return np.sqrt(((np.asarray(a) - np.asarray(b)) ** 2).sum(axis=0))

@@ -19,6 +19,9 @@ pytest.importorskip("skimage")
 from meanspot_fused.features import reference as R  # noqa: E402
 from meanspot_fused.features import synthetic as S  # noqa: E402
 
+# Every CPU instruction-set level this machine runs (conftest.py).
+pytestmark = pytest.mark.usefixtures("cpu_level")
+
 raw_op = torch.ops.meanspot_fused.mean_roi_features
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

@@ -9,6 +9,9 @@ from meanspot_fused.network.fuse import MODES
 
 from helpers import HEAD_SETS, as_tuple, random_inputs, random_model
 
+# Every CPU instruction-set level this machine runs (conftest.py).
+pytestmark = pytest.mark.usefixtures("cpu_level")
+
 # fused float64 vs reference float64: same math, different summation order.
 TOL64 = dict(atol=1e-10, rtol=1e-10)
 # fused float32 vs reference float64: float32 rounding through ~10 layers.

@@ -6,6 +6,9 @@ from meanspot_fused import ops
 
 from helpers import cbam_ref, channel_pool_ref, conv_block_ref, layouts, spatial_pool_ref
 
+# Every CPU instruction-set level this machine runs (conftest.py).
+pytestmark = pytest.mark.usefixtures("cpu_level")
+
 # float64 kernels must match the float64 reference to rounding; float32 kernels
 # accumulate in float32 (up to 14 * 25 terms per conv output).
 TOL = {torch.float64: dict(atol=1e-12, rtol=1e-12), torch.float32: dict(atol=2e-5, rtol=2e-5)}

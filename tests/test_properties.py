@@ -32,6 +32,9 @@ from meanspot_fused.network.reference import PLACEMENTS
 
 from helpers import HEAD_SETS, as_tuple, cbam_ref, channel_pool_ref, conv_block_ref, random_model, spatial_pool_ref
 
+# Every CPU instruction-set level this machine runs (conftest.py).
+pytestmark = pytest.mark.usefixtures("cpu_level")
+
 SCALE = float(os.environ.get("MEANSPOT_PROPERTY_SCALE", "1"))
 NAN, INF = float("nan"), float("inf")
 DTYPES = (torch.float32, torch.float64)
