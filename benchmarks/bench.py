@@ -26,14 +26,12 @@ import datetime
 import gc
 import importlib
 import itertools
-import json
 import math
 import os
 import platform
 import shlex
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time

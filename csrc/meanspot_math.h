@@ -48,27 +48,13 @@ MSF_HOST_DEVICE double sigmoid(double x) { return 1.0 / (1.0 + ::exp(-x)); }
 // The MEAN branch epilogue: BatchNorm comes *after* the ReLU in MEAN, so it
 // cannot be folded into the conv; it is applied as a per-channel affine
 // `scale * relu(conv) + shift` with scale = gamma / sqrt(var + eps) and
-// shift = beta - mean * scale (folded once at fuse time, see fold_batchnorm).
+// shift = beta - mean * scale (folded once at fuse time: network/fuse.py, fold_batchnorm).
 template <typename T>
 MSF_HOST_DEVICE T relu_affine(T conv, T scale, T shift) {
   return relu(conv) * scale + shift;
 }
 
-// Inference BatchNorm as an affine map, Keras order: eps is added to the
-// variance before the square root. Used at pack time by the host code.
-template <typename T>
-MSF_HOST_DEVICE void fold_batchnorm(T gamma, T beta, T mean, T var, T eps, T* scale, T* shift) {
-  const T s = gamma / ::sqrt(var + eps);
-  *scale = s;
-  *shift = beta - mean * s;
-}
-
 // 'same' padding of a stride-1 convolution with an odd kernel: k / 2 each side.
 MSF_HOST_DEVICE int same_pad(int kernel) { return kernel / 2; }
-
-// Pixel index of a (C, H, W) plane stack.
-MSF_HOST_DEVICE int64_t chw_index(int64_t c, int64_t h, int64_t w, int64_t height, int64_t width) {
-  return (c * height + h) * width + w;
-}
 
 }  // namespace meanspot

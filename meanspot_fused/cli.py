@@ -8,10 +8,13 @@ subcommand is one ``_<name>(sub)`` function that adds its parser and sets
 ``run`` (a function of the parsed arguments returning the exit code);
 :data:`COMMANDS` lists them.
 
-Exit codes: 0 done; 2 a bad option, model file, features file, array or video
-(the message on stderr says which; `spot` also when any of its videos failed);
-1 the model failed on valid inputs; 130 interrupted.
-No output file is left behind unless the run completed.
+Exit codes, the same for every subcommand (meanspot_fused.errors): 0 done;
+1 some inputs failed (the computation failed on valid input, or some of
+`spot`'s videos failed); 2 bad usage or input (an option, argument or file;
+the message on stderr names it); 3 a missing optional dependency; 4 a device
+problem; 130 interrupted. The errors of the package carry their code
+(MeanspotError.exit_code); :func:`main` maps them in one place. No output file
+is left behind unless the run completed.
 """
 from __future__ import annotations
 
@@ -21,12 +24,30 @@ import sys
 import threading
 from typing import List, Optional
 
+from .errors import (EXIT_CODES, EXIT_DEPENDENCY, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, DeviceError,
+                     MeanspotError)
+
 PROG = "meanspot-fused"
+
+#: The exit-code table, as every ``--help`` ends.
+EXIT_HELP = "exit codes (every subcommand):\n" + "\n".join(f"  {code:>3}  {text}" for code, text in EXIT_CODES.items())
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Wraps descriptions as argparse does; keeps text with line breaks (the exit-code table) as written."""
+
+    def _fill_text(self, text, width, indent):
+        return text if "\n" in text else super()._fill_text(text, width, indent)
+
+
+def _add_parser(sub, name: str, **kwargs) -> argparse.ArgumentParser:
+    """A subcommand parser whose --help ends with the exit-code table."""
+    return sub.add_parser(name, epilog=EXIT_HELP, formatter_class=_HelpFormatter, **kwargs)
 
 
 def _predict(sub) -> None:
-    p = sub.add_parser(
-        "predict", help="score a features file with a Keras or PyTorch MEAN-Spot model",
+    p = _add_parser(
+        sub, "predict", help="score a features file with a Keras or PyTorch MEAN-Spot model",
         description="Score every sample of FEATURES with the model in FILE and write SCORES. FILE: a Keras "
                     "file (TF 2.x .h5/.hdf5 weights or model, Keras 3 .keras, .h5 or .weights.h5) or a "
                     "PyTorch checkpoint of meanspot_fused.save_model. FEATURES: .npz with arrays u, v, "
@@ -60,13 +81,10 @@ def _run_predict(args: argparse.Namespace) -> int:
                                warn=warn)
     except (PredictError, KerasFormatError, OSError) as e:
         print(f"{PROG} predict: error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     except InferenceError as e:
         print(f"{PROG} predict: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"{PROG} predict: interrupted; no output written", file=sys.stderr)
-        return 130
+        return EXIT_FAILED
     if not args.quiet:
         rate = summary["samples"] / summary["seconds"] if summary["seconds"] > 0 else float("inf")
         print(f"{PROG} predict: wrote {', '.join(summary['heads'])} for {summary['samples']} samples to "
@@ -78,12 +96,12 @@ def _run_predict(args: argparse.Namespace) -> int:
 def _error(command: str, msg: str) -> int:
     """Print a command's error on stderr; the exit code of bad input (2)."""
     print(f"{PROG} {command}: error: {msg}", file=sys.stderr)
-    return 2
+    return EXIT_USAGE
 
 
 def _features(sub) -> None:
-    p = sub.add_parser(
-        "features", help="compute MEAN's features of a face video (TV-L1 flow, strain, eye and mouth ROIs)",
+    p = _add_parser(
+        sub, "features", help="compute MEAN's features of a face video (TV-L1 flow, strain, eye and mouth ROIs)",
         description="Compute MEAN's (u, v, os) features of every frame pair (i, i + K) of FRAMES and write them "
                     "to OUT.npz (arrays u, v, os, each (T - K, 1, 42, 42) float32: what `predict` reads). "
                     "FRAMES: .npy of (T, H, W) uint8 face crops (MEAN: 128 x 128 grayscale). LANDMARKS: .npy "
@@ -105,14 +123,11 @@ def _run_features(args: argparse.Namespace) -> int:
 
     def fail(msg: str) -> int:
         return _error("features", msg)
-    try:
-        import torch
+    import torch
 
-        from .features import video_features
-        from .io.atomic import replace_atomically
-        from .io.frames import FramesError, load_landmarks
-    except ImportError as e:
-        return fail(str(e))
+    from .features import video_features
+    from .io.atomic import replace_atomically
+    from .io.frames import FramesError, load_landmarks
     if not args.output.endswith(".npz"):
         return fail(f"--output must name a .npz file, got {args.output!r}")
     if args.batch_size < 1:
@@ -127,15 +142,14 @@ def _run_features(args: argparse.Namespace) -> int:
         landmarks = load_landmarks(args.landmarks)
         device = torch.device(args.device)
         if device.type == "cuda" and not torch.cuda.is_available():
-            return fail("--device cuda but no CUDA device is available")
+            raise DeviceError("--device cuda but no CUDA device is available")
         start = time.perf_counter()
         feats = video_features(torch.from_numpy(frames).to(device), args.k, landmarks, batch_size=args.batch_size,
                                progress=not args.quiet).cpu().numpy()
-    except (FramesError, ValueError, TypeError, RuntimeError) as e:
+    except DeviceError:
+        raise
+    except (FramesError, ValueError, TypeError) as e:
         return fail(str(e))
-    except KeyboardInterrupt:
-        print(f"{PROG} features: interrupted; no output written", file=sys.stderr)
-        return 130
     seconds = time.perf_counter() - start
 
     def write(tmp: str) -> None:
@@ -152,8 +166,8 @@ def _run_features(args: argparse.Namespace) -> int:
 
 
 def _evaluate(sub) -> None:
-    p = sub.add_parser(
-        "evaluate", help="MEGC counts, precision, recall and F1 of spotted intervals against annotations",
+    p = _add_parser(
+        sub, "evaluate", help="MEGC counts, precision, recall and F1 of spotted intervals against annotations",
         description="Compare the intervals.csv of each video folder in PRED (PRED/<video>/intervals.csv, as "
                     "`spot` writes them) with ANNOTATIONS.csv (columns video, onset, offset[, apex][, emotion]; "
                     "0-based frames) by the MEGC protocol (IoU >= threshold) and print the table per video and "
@@ -219,8 +233,8 @@ def _spot(sub) -> None:
     from .spotting import DATASET_K  # NumPy only: --help does not load torch
 
     presets = ", ".join(f"{name} {k}" for name, k in DATASET_K.items())
-    p = sub.add_parser(
-        "spot", help="spot micro-expression intervals in face videos (frames -> features -> network -> intervals)",
+    p = _add_parser(
+        sub, "spot", help="spot micro-expression intervals in face videos (frames -> features -> network -> intervals)",
         description="For each INPUT (a video file, a folder of images in natural order, or a .npy stack "
                     "(T, H, W) or (T, H, W, 3) of uint8 frames): detect the face on the first frame, crop every "
                     "frame to it (128x128 gray; input already 128x128 is used as is), compute MEAN's features of "
@@ -261,11 +275,8 @@ def _spot(sub) -> None:
 def _run_spot(args: argparse.Namespace) -> int:
     def fail(msg: str) -> int:
         return _error("spot", msg)
-    try:
-        from .io.frames import FramesError, parse_face_box
-        from .pipeline import DATASET_K, SpotError, SpotSettings, spot_videos
-    except ImportError as e:
-        return fail(str(e))
+    from .io.frames import FramesError, parse_face_box
+    from .pipeline import DATASET_K, SpotError, SpotSettings, spot_videos
     k = args.k
     if k is None:
         if args.dataset is None:
@@ -288,16 +299,15 @@ def _run_spot(args: argparse.Namespace) -> int:
         return fail(str(e))
     except OSError as e:  # the output folder or a file in it cannot be written
         return fail(f"cannot write under --out {args.out!r}: {e}")
-    except RuntimeError as e:  # the features or the network failed on valid inputs
-        print(f"{PROG} spot: error: the computation failed: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"{PROG} spot: interrupted; the videos in progress left nothing behind", file=sys.stderr)
-        return 130
     failed = [r for r in results if r["status"] == "failed"]
     for r in failed:
         print(f"{PROG} spot: error: {r['video']}: {r['error']}", file=sys.stderr)
-    return 2 if failed else 0
+    # A video fails only on its own input (SpotError: unreadable, no face, k
+    # too large, ...). All of them failed: bad input, nothing written (2); some
+    # failed while the others were written or skipped (1).
+    if not failed:
+        return 0
+    return EXIT_USAGE if len(failed) == len(results) else EXIT_FAILED
 
 
 #: The subcommands, in the order ``--help`` lists them.
@@ -305,7 +315,8 @@ COMMANDS = (_spot, _features, _predict, _evaluate)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="Fused MEAN-Spot (with CBAM) inference.")
+    parser = argparse.ArgumentParser(prog=PROG, description="Fused MEAN-Spot (with CBAM) inference.",
+                                     epilog=EXIT_HELP, formatter_class=_HelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in COMMANDS:
         add(sub)
@@ -325,14 +336,34 @@ def main(argv: Optional[List[str]] = None) -> int:
         return e.code if isinstance(e.code, int) else 2
     if args.command is None:
         parser.print_help(sys.stderr)
-        return 2
+        return EXIT_USAGE
     # SIGTERM (a job scheduler's stop) cleans up like Ctrl-C: the partial
     # temporary output is removed and nothing is written at the output path.
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        return args.run(args)
+        return _run(args)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run a subcommand, mapping what it raises to the exit-code table in this one place."""
+    def report(msg: str) -> None:
+        print(f"{PROG} {args.command}: {msg}", file=sys.stderr)
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        report("interrupted; no partial output is left behind")
+        return EXIT_INTERRUPTED
+    except MeanspotError as e:
+        report(f"error: {e}")
+        return e.exit_code
+    except ImportError as e:  # an optional dependency imported without the package's message
+        report(f"error: {e}")
+        return EXIT_DEPENDENCY
+    except RuntimeError as e:  # torch or a kernel failed on inputs the checks accepted
+        report(f"error: the computation failed: {e}")
+        return EXIT_FAILED

@@ -14,10 +14,10 @@ are independent and the network op's results do not depend on the batch.
 
 :func:`spot_videos` runs many videos and writes each one's outputs to
 ``out_dir/<name>/`` (``intervals.csv``, ``scores.npy``, ``scores.png``,
-``summary.json``). A video's folder is assembled in a hidden temporary folder
-beside it and renamed into place when complete, so a folder that exists is
-complete; it is skipped unless ``overwrite``. :func:`spot_video` returns one
-video's result in memory.
+``summary.json``) through :mod:`meanspot_fused.io.spot_outputs`, which
+assembles a folder in a hidden temporary folder and renames it into place
+when complete: a folder that exists is complete, and is skipped unless
+``overwrite``. :func:`spot_video` returns one video's result in memory.
 
 The stages are MEAN's (PIPELINE.md sections 1-4): the face box of the first
 frame (dlib, OpenCV's Haar cascade, or given) crops every frame, resized to
@@ -33,29 +33,27 @@ head) raise :class:`SpotError` (a ``ValueError``) naming the problem.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import platform
-import shutil
 import sys
-import tempfile
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
+from .errors import InputError
 from .features.mean import FRAME_SIZE, mean_rois
 from .io.frames import FramesError, _as_landmarks, crop_faces, detect_face, iter_frames, load_landmarks, \
     predict_landmarks
+from .io.spot_outputs import video_name, video_summary, write_video_folder
 from .network.reference import MeanSpot
-from .spotting import DATASET_K, find_intervals, moilanen_threshold, recognise, smooth, write_intervals_csv
+from .spotting import DATASET_K, recognise, spot_scores
 
 __all__ = ["DATASET_K", "SpotError", "SpotSettings", "VideoResult", "spot_video", "spot_videos", "load_spot_model",
            "video_name"]
 
 
-class SpotError(ValueError):
+class SpotError(InputError):
     """An input, option or model that the spot pipeline cannot use; the message says which."""
 
 
@@ -172,13 +170,6 @@ def _check_classes(model: MeanSpot, settings: SpotSettings) -> None:
                         f"names ({', '.join(names)})")
 
 
-def video_name(path) -> str:
-    """The output folder name of an input: the file name without its extension, or the folder's name."""
-    path = os.fspath(path).rstrip("/\\") or os.fspath(path)
-    base = os.path.basename(path)
-    return base if os.path.isdir(path) else os.path.splitext(base)[0]
-
-
 def _is_color_source(path: str) -> bool:
     """Colour frames are read where MEAN reads them (videos, images); a .npy stack keeps its own layout."""
     if path.lower().endswith(".npy") and os.path.isfile(path):
@@ -291,9 +282,9 @@ class _Video:
         t0 = time.perf_counter()
         spot = np.concatenate(self.scores["spot"])[:, 0]
         recog = np.concatenate(self.scores["recog"]) if "recog" in self.scores else None
-        smoothed = smooth(spot, settings.k_p)
-        threshold = moilanen_threshold(smoothed, settings.p)
-        intervals = find_intervals(spot, settings.k_p, settings.p, settings.multiple)
+        # One smoothing for the intervals, their apex scores and the plot.
+        spotted = spot_scores(spot, settings.k_p, settings.p, settings.multiple)
+        smoothed, threshold, intervals = spotted.smoothed, spotted.threshold, spotted.intervals
         apex_scores = smoothed[intervals[:, 2]] if len(intervals) else np.zeros(0)
         emotions = None
         if recog is not None:
@@ -443,64 +434,6 @@ def spot_video(source, model: MeanSpot, net: torch.nn.Module, settings: SpotSett
     return result
 
 
-def _versions() -> Dict[str, str]:
-    from . import __version__
-
-    out = {"meanspot_fused": __version__, "torch": torch.__version__, "numpy": np.__version__,
-           "python": platform.python_version()}
-    try:
-        import cv2
-        out["opencv"] = cv2.__version__
-    except ImportError:
-        pass
-    return out
-
-
-def _write_outputs(folder: str, name: str, result: VideoResult, settings: SpotSettings, summary: dict,
-                   started: float) -> None:
-    """scores.npy (recog.npy for spot_recog models), intervals.csv, scores.png, then summary.json with the
-    write and total seconds, into ``folder``."""
-    from .io.plots import plot_scores
-
-    t0 = time.perf_counter()
-    np.save(os.path.join(folder, "scores.npy"), result.scores)
-    if result.recog is not None:
-        np.save(os.path.join(folder, "recog.npy"), result.recog)
-    write_intervals_csv(os.path.join(folder, "intervals.csv"), result.intervals, result.apex_scores,
-                        result.emotions)
-    plot_scores(os.path.join(folder, "scores.png"), result.smoothed, result.threshold, result.intervals,
-                title=f"{name}: smoothed spot score (k {settings.k}, k_p {settings.k_p}, p {settings.p:g})")
-    now = time.perf_counter()
-    summary["seconds"]["write"] = now - t0
-    summary["seconds"]["total"] = now - started
-    with open(os.path.join(folder, "summary.json"), "w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=1)
-        f.write("\n")
-
-
-def _new_folder(parent: str, prefix: str) -> str:
-    """A new empty hidden folder in ``parent``, with the permissions os.mkdir would give (mkdtemp: 0700)."""
-    path = tempfile.mkdtemp(prefix=prefix, dir=parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o777 & ~umask)
-    return path
-
-
-def _install_folder(tmp: str, final: str) -> None:
-    """Move the finished folder ``tmp`` to ``final``, replacing an old one (``overwrite``)."""
-    if not os.path.exists(final):
-        os.rename(tmp, final)
-        return
-    # A folder cannot be renamed over a non-empty one: move the old one aside
-    # first, so that `final` is at every moment either the old or the new one.
-    old = tempfile.mkdtemp(prefix=f".{os.path.basename(final)}.old-", dir=os.path.dirname(final))
-    os.rmdir(old)
-    os.rename(final, old)
-    os.rename(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def spot_videos(sources: Sequence, model_path, out_dir, settings: SpotSettings, *, overwrite: bool = False,
                 progress: bool = False, dataset: Optional[str] = None,
                 log: Optional[Callable[[str], None]] = None) -> List[Dict[str, Any]]:
@@ -554,24 +487,8 @@ def spot_videos(sources: Sequence, model_path, out_dir, settings: SpotSettings, 
             log(f"{name}: error: {result}")
             results.append({**record, "status": "failed", "error": str(result)})
             continue
-        summary = {
-            "video": name, "input": os.path.abspath(os.fspath(source)),
-            "model": os.path.abspath(os.fspath(model_path)), "heads": list(model.head_names),
-            "dataset": dataset, "k": settings.k, "k_p": settings.k_p, "p": settings.p,
-            "multiple": settings.multiple, "device": settings.device, "fused": settings.fuse,
-            "batch_size": settings.batch_size, "jpeg_roundtrip": settings.jpeg_roundtrip,
-            "frames": result.info["frames"], "pairs": result.info["pairs"], "crop": result.info["crop"],
-            "landmarks": result.info["landmarks"], "threshold": result.threshold,
-            "intervals": int(len(result.intervals)), "versions": _versions(),
-            "seconds": result.info["seconds"],
-        }
-        tmp = _new_folder(out_dir, f".{name}.partial-")
-        try:
-            _write_outputs(tmp, name, result, settings, summary, started)
-            _install_folder(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        summary = video_summary(name, source, model_path, model.head_names, settings, result, dataset)
+        write_video_folder(out_dir, name, result, settings, summary, started)
         seconds = summary["seconds"]
         log(f"{name}: {len(result.intervals)} interval(s) in {result.info['frames']} frames -> {final} "
             f"({seconds['read'] + seconds['crop'] + seconds['features'] + seconds['network']:.1f} s of "

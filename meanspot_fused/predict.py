@@ -9,7 +9,9 @@ moved into place only when complete.
 
 Errors a user can fix (a bad file, array, option) raise :class:`PredictError`
 (a ``ValueError``); the command reports them with exit code 2. A model that
-fails on valid inputs raises :class:`InferenceError` (exit code 1).
+fails on valid inputs raises :class:`InferenceError` (exit code 1); an absent
+device :class:`~meanspot_fused.errors.DeviceError` (exit code 4). All belong to
+the package's error family (:mod:`meanspot_fused.errors`).
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 
+from .errors import ComputeError, DeviceError
 from .io.checkpoints import load_model, save_model
 from .io.errors import PredictError
 from .io.feature_files import Features, _Scores, open_features
@@ -35,7 +38,7 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.f
           "bfloat16": torch.bfloat16}
 
 
-class InferenceError(RuntimeError):
+class InferenceError(ComputeError):
     """The model failed on valid inputs (e.g. a dtype the chosen path does not support)."""
 
 
@@ -45,7 +48,7 @@ def _device(device: str) -> torch.device:
     except (RuntimeError, ValueError) as e:
         raise PredictError(f"--device {device!r} is not a device ({e})") from e
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise PredictError(f"--device {device!r}: CUDA is not available in this PyTorch build or machine")
+        raise DeviceError(f"--device {device!r}: CUDA is not available in this PyTorch build or machine")
     if dev.type not in ("cpu", "cuda"):
         raise PredictError(f"--device {device!r}: expected cpu or cuda")
     return dev

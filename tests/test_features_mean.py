@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from meanspot_fused.features import mean_rois, optical_strain
+from meanspot_fused.features.mean import landmark_pixels
 from meanspot_fused.features.ops import mean_roi_features
 
 cv2 = pytest.importorskip("cv2")
@@ -91,6 +92,18 @@ def test_mean_rois_matches_mean_formula():
     batch = np.stack([S.face_landmarks()] * 3)
     assert tuple(mean_rois(torch.from_numpy(batch)).shape) == (3, 2, 4)
     assert mean_rois(batch).dtype == torch.int64
+
+
+def test_landmark_pixels_is_dlibs_half_up_rule():
+    # floor(v + 0.5): every .5 goes up, also below 0 (np.rint: -1.5, -0.5, 0.5, 2.5, 126.5 -> -2, 0, 0, 2, 126).
+    v = np.array([[-1.5, -0.5], [0.5, 1.5], [2.5, 2.4999], [126.5, 3.0]])
+    want = [[-1, 0], [1, 2], [3, 2], [127, 3]]
+    out = landmark_pixels(v)
+    assert isinstance(out, np.ndarray) and out.dtype == np.int64 and out.tolist() == want
+    t = landmark_pixels(torch.from_numpy(v.astype(np.float32)))
+    assert t.dtype == torch.int64 and t.tolist() == want
+    ints = np.array([[3, 4]], np.int32)
+    assert landmark_pixels(ints).dtype == np.int64 and landmark_pixels(ints).tolist() == [[3, 4]]
 
 
 def test_mean_rois_rounds_floats_half_up_like_dlib():

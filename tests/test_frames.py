@@ -330,6 +330,26 @@ def test_load_landmarks_formats(tmp_path):
     np.testing.assert_array_equal(load_landmarks(tmp_path / "sub.txt"), points - [0, 1])
 
 
+def test_load_landmarks_rounds_half_up_as_mean_rois_does(tmp_path):
+    """A landmark at x.5 lands on the same pixel from a file as from an array given to mean_rois.
+
+    Both use dlib's floor(x + 0.5), so x.5 goes to x + 1; np.rint (half to
+    even) would send every even x.5 to x, one pixel off the features stage.
+    """
+    import torch
+
+    from meanspot_fused.features import mean_rois
+
+    points = landmark_points()
+    half = points + [0.5, -0.5]
+    (tmp_path / "half.txt").write_text("\n".join(f"{x} {y}" for x, y in half))
+    np.save(tmp_path / "half.npy", half.astype(np.float32))
+    for name in ("half.txt", "half.npy"):
+        out = load_landmarks(tmp_path / name)
+        np.testing.assert_array_equal(out, points + [1, 0], err_msg=name)
+        assert torch.equal(mean_rois(out), mean_rois(half)), name
+
+
 @pytest.mark.parametrize("text, message", [
     ("1 2\n" * 67, r"expected 68 landmarks as 68 rows of x, y .* shape \(67, 2\)"),
     ("1 2\n" * 67 + "1 2 3\n", "line 68: expected two numbers x, y, got 3 values"),

@@ -171,8 +171,8 @@ BAD = {
 }
 
 
-def _assert_failed_cleanly(rc, capsys, folder: Path, before: set, message: str):
-    assert rc == 2
+def _assert_failed_cleanly(rc, capsys, folder: Path, before: set, message: str, code: int = 2):
+    assert rc == code
     err = capsys.readouterr().err
     assert "error:" in err and message in err, err
     assert set(os.listdir(folder)) == before, "a (temporary) output file was left behind"
@@ -210,7 +210,8 @@ def test_cuda_unavailable_is_a_clear_error(tmp_path, model_file, stacked, capsys
     features = write_features(tmp_path, "nchw", stacked)
     before = set(os.listdir(tmp_path))
     rc = run("--model", model_file, "--input", features, "--output", tmp_path / "scores.npz", "--device", "cuda")
-    _assert_failed_cleanly(rc, capsys, tmp_path, before, "CUDA is not available")
+    # An absent device is exit code 4 (meanspot_fused.errors.DeviceError).
+    _assert_failed_cleanly(rc, capsys, tmp_path, before, "CUDA is not available", code=4)
 
 
 def test_failure_mid_run_leaves_nothing(tmp_path, model_file, stacked, capsys, monkeypatch):

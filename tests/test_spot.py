@@ -24,7 +24,7 @@ import torch
 from meanspot_fused import save_model
 from meanspot_fused.cli import main
 from meanspot_fused.features import video_features
-from meanspot_fused.spotting import find_intervals, megc_counts, recognise, smooth
+from meanspot_fused.spotting import find_intervals, megc_counts, recognise, smooth, spot_scores
 
 cv2 = pytest.importorskip("cv2")
 pytest.importorskip("skimage")
@@ -109,6 +109,34 @@ def test_spot_equals_the_composed_stages(clip, tmp_path, chunk):
     assert set(summary["seconds"]) >= {"read", "crop", "features", "network", "spotting", "write", "total"}
     assert {"meanspot_fused", "torch", "numpy", "opencv"} <= set(summary["versions"])
     assert (folder / "scores.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_spot_video_smooths_each_video_once(clip, monkeypatch):
+    """The smoothed curve behind the intervals is the one in the result (apex scores, plot): one smoothing."""
+    from meanspot_fused.pipeline import SpotSettings, load_spot_model, spot_video
+    from meanspot_fused.spotting import intervals as spotting_intervals
+
+    d, _, _ = clip
+    calls = []
+    real = spotting_intervals.smooth
+    monkeypatch.setattr(spotting_intervals, "smooth", lambda *a: calls.append(a) or real(*a))
+    model, net = load_spot_model(d / "spot.pt")
+    result = spot_video(d / "clip.npy", model, net, SpotSettings(k=3, k_p=3, landmarks=str(d / "lm.npy")))
+    assert len(calls) == 1
+    np.testing.assert_array_equal(result.smoothed, real(result.scores, 3))
+    np.testing.assert_array_equal(result.intervals, find_intervals(result.scores, 3))
+    np.testing.assert_array_equal(result.apex_scores, result.smoothed[result.intervals[:, 2]])
+
+
+def test_pipeline_names_stay_importable():
+    """The engine's public names, and the writer's folder name, where they were before the writer moved out."""
+    from meanspot_fused import pipeline
+    from meanspot_fused.io import spot_outputs
+
+    for name in ("DATASET_K", "SpotError", "SpotSettings", "VideoResult", "spot_video", "spot_videos",
+                 "load_spot_model", "video_name"):
+        assert name in pipeline.__all__ and hasattr(pipeline, name), name
+    assert pipeline.video_name is spot_outputs.video_name
 
 
 def test_short_videos_share_batches_with_the_same_results(clip, tmp_path):
@@ -244,6 +272,40 @@ def test_existing_outputs_are_skipped_unless_overwrite(clip, tmp_path, capsys):
     assert sorted(os.listdir(tmp_path)) == ["clip"]  # no temporary or old folder left
 
 
+def test_video_folder_is_replaced_whole_or_left_as_it_was(clip, tmp_path, monkeypatch):
+    """The writer (io.spot_outputs): a failure while writing leaves the old folder and no hidden one."""
+    from meanspot_fused.io import plots, spot_outputs
+    from meanspot_fused.pipeline import SpotSettings, VideoResult
+
+    d, _, _ = clip
+    settings = SpotSettings(k=3, k_p=2, landmarks=str(d / "lm.npy"))
+    scores = np.zeros(20)
+    scores[[5, 14]] = 1.0
+    spotted = spot_scores(scores, 2)
+    apex = spotted.smoothed[spotted.intervals[:, 2]]
+    result = VideoResult(scores, spotted.smoothed, spotted.threshold, spotted.intervals, apex, None, None,
+                         {"frames": 23, "pairs": 20, "crop": "as is", "landmarks": "array",
+                          "seconds": {"read": 0.0, "crop": 0.0, "features": 0.0, "network": 0.0}})
+    (tmp_path / "v").mkdir()
+    (tmp_path / "v" / "old.txt").write_text("old")
+
+    def broken_plot(*args, **kwargs):
+        raise OSError("disk full")
+    monkeypatch.setattr(plots, "plot_scores", broken_plot)
+    summary = spot_outputs.video_summary("v", d / "clip.npy", d / "spot.pt", ["spot"], settings, result)
+    with pytest.raises(OSError, match="disk full"):
+        spot_outputs.write_video_folder(str(tmp_path), "v", result, settings, summary, 0.0)
+    assert os.listdir(tmp_path) == ["v"] and os.listdir(tmp_path / "v") == ["old.txt"]
+    monkeypatch.undo()
+    final = spot_outputs.write_video_folder(str(tmp_path), "v", result, settings, summary, 0.0)
+    assert final == str(tmp_path / "v") and os.listdir(tmp_path) == ["v"]
+    assert sorted(os.listdir(final)) == ["intervals.csv", "scores.npy", "scores.png", "summary.json"]
+    written = json.loads((tmp_path / "v" / "summary.json").read_text())
+    assert written["k_p"] == 2 and written["intervals"] == len(spotted.intervals) == 2
+    assert {"write", "total"} <= set(written["seconds"])
+    assert np.array_equal(csv_intervals(tmp_path / "v" / "intervals.csv"), spotted.intervals)
+
+
 def test_dataset_preset_sets_k(clip, tmp_path):
     d, _, _ = clip
     assert main(["spot", str(d / "clip.npy"), "--model", str(d / "spot.pt"), "--dataset", "SMIC_HS", "--k-p", "3",
@@ -323,7 +385,8 @@ def test_a_failing_video_does_not_stop_the_others(clip, tmp_path, capsys):
     d, _, _ = clip
     (tmp_path / "broken.avi").write_bytes(b"nope")
     out = tmp_path / "out"
-    assert spot([tmp_path / "broken.avi", d / "clip.npy"], d / "spot.pt", out, "--landmarks", d / "lm.npy") == 2
+    # Exit code 1: some inputs failed, the others were written (the table in meanspot_fused.errors).
+    assert spot([tmp_path / "broken.avi", d / "clip.npy"], d / "spot.pt", out, "--landmarks", d / "lm.npy") == 1
     assert "broken: cannot open as a video" in capsys.readouterr().err.replace(str(tmp_path / "broken.avi") + ": ", "")
     assert sorted(os.listdir(out)) == ["clip"]
 

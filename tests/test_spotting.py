@@ -1,16 +1,20 @@
-"""Spotting and MEGC evaluation against MEAN's code path and hand-checked cases."""
-import csv
+"""The spotting stage (meanspot_fused.spotting: intervals, evaluation) against MEAN's code path and
+hand-checked cases. Its CSV files (meanspot_fused.io.intervals) are tested in test_io_intervals.py."""
 import json
 import os
+import subprocess
+import sys
 from collections import Counter
 
 import numpy as np
 import pytest
 
 from meanspot_fused import spotting
-from meanspot_fused.spotting import (AnnotationError, evaluate, find_intervals, iou, k_p_from_ground_truth,
-                                     megc_counts, moilanen_threshold, read_annotations, recognise, smooth,
-                                     write_intervals_csv)
+from meanspot_fused.spotting import evaluation as spotting_evaluation
+from meanspot_fused.spotting import intervals as spotting_intervals
+from meanspot_fused.spotting.evaluation import evaluate, iou, megc_counts
+from meanspot_fused.spotting.intervals import (find_intervals, k_p_from_ground_truth, moilanen_threshold, recognise,
+                                               smooth, spot_scores)
 
 scipy_signal = pytest.importorskip("scipy.signal")
 
@@ -69,7 +73,7 @@ def test_find_peaks_matches_scipy_on_random_curves():
         height = float(rng.choice([-np.inf, x.mean(), np.quantile(x, 0.7), x.max()]))
         distance = int(rng.integers(1, 15))
         expected, _ = scipy_signal.find_peaks(x, height=height, distance=distance)
-        got = spotting._find_peaks(x, height, distance)
+        got = spotting_intervals._find_peaks(x, height, distance)
         np.testing.assert_array_equal(got, expected)
         checked += expected.size > 1
     assert checked > 500  # many cases where the distance rule had something to do
@@ -97,6 +101,28 @@ def test_find_intervals_matches_mean(multiple):
             np.testing.assert_array_equal(plain, expected)
     if multiple:
         assert empty > 20  # zero, monotonic and short curves have no peak
+
+
+def test_spot_scores_returns_the_curve_and_threshold_it_spotted_on():
+    rng = np.random.default_rng(7)
+    for _ in range(300):
+        scores = random_curve(rng, int(rng.integers(1, 120)))
+        k_p, p, multiple = int(rng.integers(1, 20)), float(rng.random()), bool(rng.integers(2))
+        got = spot_scores(scores, k_p, p, multiple, mean_dummy=True)
+        np.testing.assert_array_equal(got.smoothed, smooth(scores, k_p))
+        assert got.threshold == moilanen_threshold(got.smoothed, p)
+        np.testing.assert_array_equal(got.intervals, find_intervals(scores, k_p, p, multiple, mean_dummy=True))
+
+
+def test_spot_scores_smooths_once(monkeypatch):
+    """The curve, threshold and intervals all come from one smoothing (the spot pipeline used to smooth twice)."""
+    calls = []
+    real = spotting_intervals.smooth
+    monkeypatch.setattr(spotting_intervals, "smooth", lambda *a: calls.append(a) or real(*a))
+    scores = np.zeros(40)
+    scores[[10, 30]] = 1.0
+    got = spot_scores(scores, 3)
+    assert len(calls) == 1 and len(got.intervals) == 2
 
 
 def test_find_intervals_hand_checked():
@@ -331,101 +357,6 @@ def test_recognise_matches_mean_case2_with_first_ties():
 
 
 # --------------------------------------------------------------------------------------------
-# CSV files
-# --------------------------------------------------------------------------------------------
-
-def test_intervals_csv_round_trip(tmp_path):
-    path = tmp_path / "intervals.csv"
-    intervals = np.array([[-3, 9, 3], [40, 52, 46]])
-    scores = np.array([0.1 + 0.2, 1 / 3])
-    write_intervals_csv(path, intervals, scores, emotions=["positive", "surprise"])
-    with open(path, newline="") as handle:
-        rows = list(csv.reader(handle))
-    assert rows[0] == ["onset", "offset", "apex", "score", "emotion"]
-    assert [[int(v) for v in r[:3]] for r in rows[1:]] == intervals.tolist()
-    assert [float(r[3]) for r in rows[1:]] == scores.tolist()  # bit-exact
-    assert [r[4] for r in rows[1:]] == ["positive", "surprise"]
-    assert os.listdir(tmp_path) == ["intervals.csv"]  # no temporary file left
-
-    write_intervals_csv(path, np.zeros((0, 3), np.int64), [])
-    assert path.read_text() == "onset,offset,apex,score\n"
-
-
-def test_write_intervals_csv_errors(tmp_path):
-    with pytest.raises(ValueError, match="scores must have one value per interval"):
-        write_intervals_csv(tmp_path / "x.csv", [[0, 1, 0]], [0.1, 0.2])
-    with pytest.raises(ValueError, match=r"intervals must have shape \(M, 3\)"):
-        write_intervals_csv(tmp_path / "x.csv", [[0, 1]], [0.1])
-    with pytest.raises(FileNotFoundError):
-        write_intervals_csv(tmp_path / "missing" / "x.csv", [[0, 1, 0]], [0.1])
-    assert os.listdir(tmp_path) == []
-
-
-def test_read_annotations(tmp_path):
-    path = tmp_path / "gt.csv"
-    path.write_text("Video, onset ,offset,apex,emotion\nv1,10,20,15,positive\nv2,0,5,2,negative\n"
-                    "\nv1,30,42,33,surprise\n")
-    ann = read_annotations(path)
-    assert list(ann.intervals) == ["v1", "v2"]
-    np.testing.assert_array_equal(ann.intervals["v1"], [[10, 20], [30, 42]])
-    np.testing.assert_array_equal(ann.apex["v1"], [15, 33])
-    assert ann.emotions == {"v1": ["positive", "surprise"], "v2": ["negative"]}
-    assert ann.intervals["v1"].dtype == np.int64
-
-    minimal = tmp_path / "min.csv"
-    minimal.write_text("video,onset,offset\nv,1,2\n")
-    ann = read_annotations(minimal)
-    assert ann.apex is None and ann.emotions is None
-    np.testing.assert_array_equal(ann.intervals["v"], [[1, 2]])
-
-
-def test_read_annotations_subject_column_keys(tmp_path):
-    path = tmp_path / "strs.csv"
-    path.write_text("subject,video,onset,offset,emotion\n6,EP01_01,80,135,happiness\n"
-                    "7,EP01_01,78,155,disgust\n")
-    ann = read_annotations(path)
-    assert sorted(ann.intervals) == ["6/EP01_01", "7/EP01_01"]
-
-
-@pytest.mark.parametrize("text, message", [
-    ("", "empty file; expected a header line"),
-    ("video,onset\nv,1\n", "line 1: the header must name the columns video, onset, offset; missing offset"),
-    ("video,onset,offest\nv,1,2\n", "missing offset"),
-    ("video,onset,offset,score\nv,1,2,3\n", "line 1: unknown column"),
-    ("video,onset,offset\nv,1,2\nv,x,3\n", "line 3, column onset: expected an integer frame index, got 'x'"),
-    ("video,onset,offset\nv,1,2,9\n", "line 2: expected 3 fields"),
-    ("video,onset,offset\nv,5,2\n", "line 2, column offset: expected offset >= onset"),
-    ("video,onset,offset,apex\nv,1,2,\n", "line 2, column apex: expected an integer"),
-    ("video,onset,offset\n,1,2\n", "line 2, column video: empty video name"),
-])
-def test_read_annotations_errors(tmp_path, text, message):
-    path = tmp_path / "bad.csv"
-    path.write_text(text)
-    with pytest.raises(AnnotationError, match=message) as info:
-        read_annotations(path)
-    assert str(path) in str(info.value)
-
-
-def test_read_annotations_missing_file(tmp_path):
-    with pytest.raises(AnnotationError, match="cannot open"):
-        read_annotations(tmp_path / "nope.csv")
-
-
-def test_annotations_feed_evaluate(tmp_path):
-    path = tmp_path / "gt.csv"
-    path.write_text("video,onset,offset,emotion\na,16,25,pos\na,50,59,neg\n")
-    ann = read_annotations(path)
-    scores = np.zeros(60)
-    scores[[20, 21]] = 1.0
-    # k_p 5: smoothed[i] averages frames i-5 .. i+4, so 0.2 on the plateau 17..25,
-    # peak at its midpoint 21 -> interval (16, 26): IoU 10/11 with 16..25.
-    pred = find_intervals(scores, 5)
-    np.testing.assert_array_equal(pred, [[16, 26, 21]])
-    result = evaluate({"a": pred}, ann.intervals)
-    assert (result.tp, result.fp, result.fn) == (1, 0, 1)
-
-
-# --------------------------------------------------------------------------------------------
 # Plot
 # --------------------------------------------------------------------------------------------
 
@@ -451,3 +382,37 @@ def test_plot_scores_writes_a_png(tmp_path):
     assert os.listdir(tmp_path) == ["scores.png"]
     with pytest.raises(ValueError, match=r"gt must have shape \(K, 2\)"):
         plot_scores(path, smoothed, 0.5, intervals, gt=[1, 2, 3])
+
+
+# --------------------------------------------------------------------------------------------
+# The names of the module before the split (meanspot_fused/spotting.py)
+# --------------------------------------------------------------------------------------------
+
+OLD_NAMES = ["DATASET_K", "smooth", "k_p_from_ground_truth", "moilanen_threshold", "find_intervals", "recognise",
+             "iou", "megc_counts", "evaluate", "Evaluation", "VideoCounts", "Annotations", "AnnotationError",
+             "read_annotations", "write_intervals_csv"]
+
+
+def test_old_names_are_the_split_modules_objects():
+    from meanspot_fused.io import intervals as interval_files
+
+    homes = {name: module for module in (spotting_intervals, spotting_evaluation, interval_files)
+             for name in module.__all__}
+    for name in OLD_NAMES:
+        assert getattr(spotting, name) is getattr(homes[name], name), name
+    assert set(OLD_NAMES) <= set(spotting.__all__) <= set(homes)
+    namespace = {}
+    exec("from meanspot_fused.spotting import *", namespace)
+    assert set(spotting.__all__) <= set(namespace)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        spotting.nope
+
+
+@pytest.mark.parametrize("first", ["meanspot_fused.io.intervals", "meanspot_fused.spotting"])
+def test_spotting_and_interval_files_import_in_either_order(first):
+    # io.intervals uses spotting's interval checks and spotting re-exports io.intervals' names:
+    # each must import cleanly when it is the first of the two a program loads.
+    code = (f"import importlib; importlib.import_module({first!r}); "
+            "from meanspot_fused.spotting import read_annotations, write_intervals_csv, find_intervals; "
+            "from meanspot_fused.io.intervals import read_annotations as r; assert r is read_annotations")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=os.path.dirname(os.path.dirname(__file__)))

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from .. import _C  # noqa: F401  (import registers the ops with the dispatcher)
+from ..errors import InputError, InputTypeError
 
 __all__ = ["tvl1_flow", "TVL1_DEFAULTS"]
 
@@ -39,17 +40,17 @@ def as_frames(name: str, frames: Frames, device=None) -> torch.Tensor:
     if isinstance(frames, np.ndarray):
         frames = torch.from_numpy(frames)
     if not isinstance(frames, torch.Tensor):
-        raise TypeError(f"{name} must be a NumPy array or a torch.Tensor of frames (N, H, W) or (H, W), "
+        raise InputTypeError(f"{name} must be a NumPy array or a torch.Tensor of frames (N, H, W) or (H, W), "
                         f"got {type(frames).__name__}")
     if frames.dtype not in (torch.uint8, torch.float32):
-        raise TypeError(f"{name} must be uint8 or float32 (float frames in [0, 1], as OpenCV), got {frames.dtype}")
+        raise InputTypeError(f"{name} must be uint8 or float32 (float frames in [0, 1], as OpenCV), got {frames.dtype}")
     if frames.dim() == 2:
         frames = frames.unsqueeze(0)
     if frames.dim() != 3:
-        raise ValueError(f"{name} must have shape (N, H, W) or (H, W), got {tuple(frames.shape)}")
+        raise InputError(f"{name} must have shape (N, H, W) or (H, W), got {tuple(frames.shape)}")
     h, w = frames.shape[1:]
     if not (MIN_SIDE <= h <= MAX_SIDE and MIN_SIDE <= w <= MAX_SIDE):
-        raise ValueError(f"{name} frames must be between {MIN_SIDE} and {MAX_SIDE} pixels in height and width, "
+        raise InputError(f"{name} frames must be between {MIN_SIDE} and {MAX_SIDE} pixels in height and width, "
                          f"got {h} x {w}")
     if device is not None:
         frames = frames.to(device)
@@ -60,19 +61,19 @@ def _check_params(p: dict) -> None:
     for key in ("tau", "lambda_", "theta"):
         v = p[key]
         if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-            raise ValueError(f"{key} must be a finite number > 0, got {v!r}")
+            raise InputError(f"{key} must be a finite number > 0, got {v!r}")
     e = p["epsilon"]
     if not isinstance(e, (int, float)) or not math.isfinite(e) or e < 0:
-        raise ValueError(f"epsilon must be a finite number >= 0, got {e!r}")
+        raise InputError(f"epsilon must be a finite number >= 0, got {e!r}")
     for key, hi in (("scales", 64), ("warps", 1000), ("inner_iterations", 100000), ("outer_iterations", 100000)):
         v = p[key]
         if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or not 1 <= v <= hi:
-            raise ValueError(f"{key} must be an int in [1, {hi}], got {v!r}")
+            raise InputError(f"{key} must be an int in [1, {hi}], got {v!r}")
     s = p["scale_step"]
     if not isinstance(s, (int, float)) or not 0 < s < 1:
-        raise ValueError(f"scale_step must be in (0, 1), got {s!r}")
+        raise InputError(f"scale_step must be in (0, 1), got {s!r}")
     if p["median_filtering"] not in (0, 1, 3, 5) or isinstance(p["median_filtering"], bool):
-        raise ValueError("median_filtering must be 0 or 1 (off), 3 or 5 (OpenCV's float median sizes), "
+        raise InputError("median_filtering must be 0 or 1 (off), 3 or 5 (OpenCV's float median sizes), "
                          f"got {p['median_filtering']!r}")
 
 
@@ -99,14 +100,14 @@ def tvl1_flow(prev: Frames, next: Frames, *, tau: float = 0.25, lambda_: float =
     a = as_frames("prev", prev)
     b = as_frames("next", next, device=a.device)
     if a.shape != b.shape:
-        raise ValueError(f"next must have the shape of prev {tuple(a.shape)}, got {tuple(b.shape)}")
+        raise InputError(f"next must have the shape of prev {tuple(a.shape)}, got {tuple(b.shape)}")
     if a.dtype != b.dtype:
-        raise TypeError(f"next must have the dtype of prev ({a.dtype}), got {b.dtype}")
+        raise InputTypeError(f"next must have the dtype of prev ({a.dtype}), got {b.dtype}")
     # A data-dependent check: eager only. Under torch.compile it would break the
     # graph (and on CUDA force a sync); compiled callers get the op's own checks.
     if a.dtype == torch.float32 and a.numel() and not torch.compiler.is_compiling() and \
             not bool(torch.isfinite(a).all() and torch.isfinite(b).all()):
-        raise ValueError("prev and next must hold finite values (NaN or inf found)")
+        raise InputError("prev and next must hold finite values (NaN or inf found)")
     flow, iterations = torch.ops.meanspot_fused.tvl1_flow(
         a, b, float(tau), float(lambda_), float(theta), int(scales), int(warps), float(epsilon),
         int(inner_iterations), int(outer_iterations), float(scale_step), int(median_filtering))

@@ -8,6 +8,7 @@ from dlib's 68 landmarks, each resized to 42 x 21. Here the flow comes from
 op, :func:`meanspot_fused.features.ops.mean_roi_features`; outputs are
 channels-first, (N, 3, 42, 42) with channels (u, v, os), the network's inputs.
 
+* :func:`landmark_pixels`: float landmarks -> dlib's integer points (the one rounding rule).
 * :func:`mean_rois`: landmarks -> (N, 2, 4) int64 boxes [top, bottom, left, right).
 * :func:`optical_strain`: MEAN's strain of a flow, in plain torch ops.
 * :func:`mean_features`: frame pairs -> features.
@@ -21,13 +22,31 @@ import torch.nn.functional as F
 
 from .ops import OUT_SIZE, mean_roi_features
 
-__all__ = ["FRAME_SIZE", "mean_rois", "optical_strain", "mean_features", "video_features"]
+__all__ = ["FRAME_SIZE", "landmark_pixels", "mean_rois", "optical_strain", "mean_features", "video_features"]
 
 #: Side of MEAN's face crops; the ROI bounds are clamped to [0, FRAME_SIZE].
 FRAME_SIZE = 128
 #: Margin in pixels MEAN adds around the landmarks of each ROI.
 ROI_MARGIN = 12
 N_LANDMARKS = 68
+
+
+def landmark_pixels(points):
+    """Landmark coordinates as dlib's integer pixels: int64, floats rounded half up, floor(v + 0.5).
+
+    dlib turns its float shape into the integer points MEAN uses with
+    floor(v + 0.5) (dlib/geometry/vector.h), so a point at x.5 goes to x + 1;
+    ``np.rint`` would round it to the even neighbour, and half of the .5
+    points would land one pixel off. Every path from landmarks to MEAN's ROI
+    boxes (files, arrays, tensors) rounds here. Integer points are kept as
+    they are. ``points``: a numpy array (returns numpy) or a tensor (returns
+    a tensor on its device); the rounding is done in float64.
+    """
+    t = points if isinstance(points, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(points))
+    if t.is_floating_point():
+        t = torch.floor(t.double() + 0.5)
+    t = t.long()
+    return t if isinstance(points, torch.Tensor) else t.numpy()
 
 
 def _landmarks_tensor(landmarks) -> torch.Tensor:
@@ -47,13 +66,9 @@ def _landmarks_tensor(landmarks) -> torch.Tensor:
     if t.dim() != 3 or tuple(t.shape[1:]) != (N_LANDMARKS, 2):
         raise ValueError(f"landmarks must have shape (68, 2) or (N, 68, 2) (dlib's 68 (x, y) points), "
                          f"got {tuple(landmarks.shape) if hasattr(landmarks, 'shape') else tuple(t.shape)}")
-    if t.is_floating_point():
-        if t.numel() and not bool(torch.isfinite(t).all()):
-            raise ValueError("landmarks must be finite, got NaN or infinity")
-        # dlib rounds its float shape to integer points with floor(x + 0.5)
-        # (dlib/geometry/vector.h); MEAN only ever sees those integers.
-        t = torch.floor(t.double() + 0.5)
-    return t.long()
+    if t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all()):
+        raise ValueError("landmarks must be finite, got NaN or infinity")
+    return landmark_pixels(t)
 
 
 def mean_rois(landmarks, height: int = FRAME_SIZE, width: int = FRAME_SIZE) -> torch.Tensor:
@@ -62,9 +77,10 @@ def mean_rois(landmarks, height: int = FRAME_SIZE, width: int = FRAME_SIZE) -> t
     landmarks: (68, 2) or (N, 68, 2) (x, y) points, numpy or torch, int or
     float. Float points are first rounded half up, floor(v + 0.5), the rule
     dlib applies when it turns its float shape into the integer points MEAN
-    uses. Returns (N, 2, 4) int64 on the landmarks' device (CPU for numpy):
-    per pair the eyes box, then the mouth box, as [top, bottom, left, right)
-    (rows top..bottom - 1, columns left..right - 1), with p the points:
+    uses (:func:`landmark_pixels`). Returns (N, 2, 4) int64 on the
+    landmarks' device (CPU for numpy): per pair the eyes box, then the mouth
+    box, as [top, bottom, left, right) (rows top..bottom - 1, columns
+    left..right - 1), with p the points:
 
     * eyes: rows min(p19.y, p24.y) - 12 .. max(p41.y, p46.y) + 12,
       columns p17.x - 12 .. p26.x + 12;

@@ -10,8 +10,13 @@ from __future__ import annotations
 import torch
 
 from .. import _C  # noqa: F401  (import registers the ops with the dispatcher)
+from ..errors import InputError, InputTypeError
 
-__all__ = ["mean_roi_features", "check_boxes", "OUT_SIZE"]
+# The TV-L1 op's wrapper and fake kernel live beside the solver's documentation
+# (flow.py); the stage's ops are all reachable from here.
+from .flow import tvl1_flow  # noqa: E402
+
+__all__ = ["tvl1_flow", "mean_roi_features", "check_boxes", "OUT_SIZE"]
 
 #: Side of the (3, OUT_SIZE, OUT_SIZE) features of one pair.
 OUT_SIZE = 42
@@ -26,7 +31,7 @@ def check_boxes(boxes: torch.Tensor, height: int, width: int, name: str = "boxes
     bad = (top < 0) | (bottom <= top) | (bottom > height) | (left < 0) | (right <= left) | (right > width)
     if bool(bad.any()):
         idx = tuple(int(i) for i in bad.nonzero()[0])
-        raise ValueError(
+        raise InputError(
             f"{name}{list(idx)} = [top, bottom, left, right] = {boxes[idx].tolist()} must satisfy "
             f"0 <= top < bottom <= {height} and 0 <= left < right <= {width} (a non-empty box inside the map)")
 
@@ -43,20 +48,20 @@ def mean_roi_features(flow: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
     called directly, the CUDA kernel writes NaN for a pair with a bad box.
     """
     if not isinstance(flow, torch.Tensor):
-        raise TypeError(f"flow must be a torch.Tensor of shape (N, 2, H, W), got {type(flow).__name__}")
+        raise InputTypeError(f"flow must be a torch.Tensor of shape (N, 2, H, W), got {type(flow).__name__}")
     if not isinstance(boxes, torch.Tensor):
-        raise TypeError(f"boxes must be a torch.Tensor of shape (N, 2, 4), got {type(boxes).__name__}")
+        raise InputTypeError(f"boxes must be a torch.Tensor of shape (N, 2, 4), got {type(boxes).__name__}")
     if flow.dim() != 4 or flow.shape[1] != 2 or flow.shape[2] < 1 or flow.shape[3] < 1:
-        raise ValueError(f"flow must have shape (N, 2, H, W) with H, W >= 1, got {tuple(flow.shape)}")
+        raise InputError(f"flow must have shape (N, 2, H, W) with H, W >= 1, got {tuple(flow.shape)}")
     if flow.dtype != torch.float32:
-        raise TypeError(f"flow must be float32, got {flow.dtype}")
+        raise InputTypeError(f"flow must be float32, got {flow.dtype}")
     if boxes.dim() != 3 or tuple(boxes.shape) != (flow.shape[0], 2, 4):
-        raise ValueError(f"boxes must have shape (N, 2, 4) with N = {flow.shape[0]} (flow's batch), "
+        raise InputError(f"boxes must have shape (N, 2, 4) with N = {flow.shape[0]} (flow's batch), "
                          f"got {tuple(boxes.shape)}")
     if boxes.dtype != torch.int64:
-        raise TypeError(f"boxes must be int64, got {boxes.dtype}")
+        raise InputTypeError(f"boxes must be int64, got {boxes.dtype}")
     if boxes.device != flow.device:
-        raise ValueError(f"boxes must be on flow's device ({flow.device}), got {boxes.device}")
+        raise InputError(f"boxes must be on flow's device ({flow.device}), got {boxes.device}")
     if not torch.compiler.is_compiling() and boxes.numel():
         check_boxes(boxes, flow.shape[2], flow.shape[3])
     return torch.ops.meanspot_fused.mean_roi_features(flow, boxes)

@@ -8,6 +8,9 @@
 * :mod:`.atomic`: files that appear only when complete (temporary file beside, ``os.replace``).
 * :mod:`.frames`: frames from videos, image folders and .npy stacks; face
   boxes (dlib or OpenCV's Haar cascade), 128x128 crops, landmarks.
+* :mod:`.intervals`: ground-truth annotation CSVs in, ``intervals.csv`` out.
+* :mod:`.spot_outputs`: the per-video output folder of ``spot`` (intervals,
+  scores, plot, summary), complete or absent.
 * :mod:`.plots`: the smoothed score curve with threshold and intervals (matplotlib).
 * :mod:`.errors`: ``KerasFormatError`` and ``PredictError``.
 """

@@ -14,6 +14,7 @@ import zlib
 import torch
 
 from ..network.reference import MeanSpot
+from ..errors import InputTypeError
 from .atomic import replace_atomically
 from .errors import PredictError
 from .keras import load_keras
@@ -24,7 +25,7 @@ __all__ = ["save_model", "load_model"]
 def save_model(model: MeanSpot, path) -> None:
     """Save ``model`` as ``{"config": model.config(), "state_dict": model.state_dict()}`` (torch.save)."""
     if not isinstance(model, MeanSpot):
-        raise TypeError(f"model must be a MeanSpot, got {type(model).__name__}")
+        raise InputTypeError(f"model must be a MeanSpot, got {type(model).__name__}")
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     replace_atomically(os.fspath(path), lambda tmp: torch.save({"config": model.config(), "state_dict": state}, tmp))
 

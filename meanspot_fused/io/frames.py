@@ -24,6 +24,9 @@ from typing import Iterator, List, Optional, Tuple
 
 import numpy as np
 
+from ..errors import InputError
+from ..features.mean import landmark_pixels
+
 __all__ = ["FramesError", "read_frames", "iter_frames", "detect_face", "parse_face_box", "crop_faces",
            "load_landmarks", "predict_landmarks", "IMAGE_EXTENSIONS", "CROP_SIZE"]
 
@@ -34,7 +37,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".pgm", ".
 _HAAR_NAME = "haarcascade_frontalface_default.xml"
 
 
-class FramesError(ValueError):
+class FramesError(InputError):
     """Frames, a face box or landmarks that cannot be read or used."""
 
 
@@ -380,11 +383,14 @@ def _as_landmarks(values: np.ndarray, path: str) -> np.ndarray:
     if values.shape != (68, 2):
         raise FramesError(f"{path}: expected 68 landmarks as 68 rows of x, y (dlib's 68-point order), "
                           f"got an array of shape {values.shape}")
-    if not np.issubdtype(values.dtype, np.number) or not np.all(np.isfinite(values)):
+    if not (np.issubdtype(values.dtype, np.integer) or np.issubdtype(values.dtype, np.floating)) \
+            or not np.all(np.isfinite(values)):
         raise FramesError(f"{path}: landmark coordinates must be finite numbers")
     # dlib gives whole pixels and MEAN's ROI bounds are integer arithmetic on
-    # them; other landmark tools give subpixel values, rounded to the nearest pixel.
-    return np.rint(values).astype(np.int64)
+    # them; other landmark tools give subpixel values, rounded as dlib rounds
+    # (half up) by the features stage's one rule, so that a landmark file and
+    # an array given to mean_rois land on the same pixels.
+    return landmark_pixels(values.astype(np.float64))
 
 
 def load_landmarks(path) -> np.ndarray:
@@ -393,7 +399,8 @@ def load_landmarks(path) -> np.ndarray:
     ``.npy``: an array of shape (68, 2). Anything else: text with one landmark
     per line, x and y separated by whitespace or a comma (blank lines and
     lines starting with ``#`` are skipped). Coordinates are pixels in the
-    128x128 crop; non-integer values are rounded to the nearest pixel.
+    128x128 crop; non-integer values are rounded to the nearest pixel, half
+    up (floor(v + 0.5), dlib's rule, :func:`~meanspot_fused.features.mean.landmark_pixels`).
     """
     path = os.fspath(path)
     if not os.path.isfile(path):

@@ -10,6 +10,7 @@ import os
 
 import numpy as np
 
+from ..errors import InputError
 from .atomic import replace_atomically
 
 __all__ = ["plot_scores"]
@@ -36,11 +37,11 @@ def plot_scores(path, smoothed, threshold: float, intervals, gt=None, title: str
         raise ImportError("plotting needs matplotlib: pip install matplotlib") from None
     curve = np.asarray(smoothed, dtype=np.float64).reshape(-1)
     if curve.size == 0:
-        raise ValueError("smoothed must hold at least one value, got an empty array")
+        raise InputError("smoothed must hold at least one value, got an empty array")
     iv = np.asarray(intervals, dtype=np.int64).reshape(-1, 3) if np.size(intervals) else np.zeros((0, 3), np.int64)
     truth = np.asarray(gt, dtype=np.int64) if gt is not None and np.size(gt) else np.zeros((0, 2), np.int64)
     if truth.ndim != 2 or truth.shape[1] < 2:
-        raise ValueError(f"gt must have shape (K, 2) or (K, 3) as rows (onset, offset[, apex]), got {truth.shape}")
+        raise InputError(f"gt must have shape (K, 2) or (K, 3) as rows (onset, offset[, apex]), got {truth.shape}")
 
     fig = Figure(figsize=(15, 4), dpi=dpi)
     FigureCanvasAgg(fig)

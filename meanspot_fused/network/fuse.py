@@ -8,11 +8,12 @@ ops produce, and everything is stored as buffers so that ``.to(device)``,
 """
 from __future__ import annotations
 
-from typing import Dict, List, Tuple, Union
+from typing import List, Tuple, Union
 
 import torch
 from torch import nn
 
+from ..errors import InputError, InputTypeError
 from . import ops  # noqa: F401  (loads the ops and registers their fake kernels)
 from .reference import BRANCH_NAMES, CBAM, MeanSpot, _Branch, _Head, check_inputs
 
@@ -22,12 +23,6 @@ _ops = torch.ops.meanspot_fused
 #: ``network``: the whole network in one op (one parallel region on CPU);
 #: ``ops``: one op per block (conv block, CBAM), concatenation and Dense in torch.
 MODES = ("network", "ops")
-# Which device types have a meanspot_net kernel in this build, looked up once at
-# import (the lookup is not traceable by torch.compile, the dict is).
-_NETWORK_KERNEL: Dict[str, bool] = {
-    device: torch._C._dispatch_has_kernel_for_dispatch_key("meanspot_fused::meanspot_net", key)
-    for device, key in (("cpu", "CPU"), ("cuda", "CUDA"))
-}
 #: Largest batch the per-op path runs at once (its activations are about
 #: 60 KB per sample in float32); larger batches run in chunks of this size.
 OPS_CHUNK = 16384
@@ -40,7 +35,7 @@ def fold_batchnorm(bn: nn.BatchNorm2d) -> Tuple[torch.Tensor, torch.Tensor]:
     (eps added before the square root, as Keras and PyTorch both do).
     """
     if bn.running_mean is None or bn.running_var is None:
-        raise ValueError("fuse: a BatchNorm without running statistics (track_running_stats=False) cannot be folded")
+        raise InputError("fuse: a BatchNorm without running statistics (track_running_stats=False) cannot be folded")
     var = bn.running_var.detach().double()
     mean = bn.running_mean.detach().double()
     gamma = bn.weight.detach().double() if bn.weight is not None else torch.ones_like(var)
@@ -172,7 +167,7 @@ class FusedMeanSpot(nn.Module):
         super().__init__()
         _check_fusable(model)
         if mode not in MODES:
-            raise ValueError(f"fuse: mode must be one of {MODES}, got {mode!r}")
+            raise InputError(f"fuse: mode must be one of {MODES}, got {mode!r}")
         dtype = model.branches["u"].conv.weight.dtype
         self.mode = mode
         self.config = model.config()
@@ -188,17 +183,17 @@ class FusedMeanSpot(nn.Module):
     def _check_params(self, u: torch.Tensor) -> None:
         ref = self.branches["u"].weight
         if u.dtype != ref.dtype:
-            raise TypeError(f"u, v, os have dtype {u.dtype} but the fused model is {ref.dtype}; "
+            raise InputTypeError(f"u, v, os have dtype {u.dtype} but the fused model is {ref.dtype}; "
                             f"convert the inputs or call .to({u.dtype}) on the model")
         if u.device != ref.device:
-            raise ValueError(f"u, v, os are on {u.device} but the fused model is on {ref.device}; "
+            raise InputError(f"u, v, os are on {u.device} but the fused model is on {ref.device}; "
                              f"move the inputs or call .to('{u.device}') on the model")
 
     def forward(self, u: torch.Tensor, v: torch.Tensor, os: torch.Tensor
                 ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
         check_inputs(u, v, os)
         self._check_params(u)
-        if self.mode == "network" and _NETWORK_KERNEL.get(u.device.type, False):
+        if self.mode == "network":
             out = _ops.meanspot_net(u, v, os, self.packed, self.net_config)
             if len(self.head_sizes) == 1:
                 return out
@@ -226,9 +221,9 @@ class FusedMeanSpot(nn.Module):
 
 def _check_fusable(model) -> None:
     if not isinstance(model, MeanSpot):
-        raise TypeError(f"fuse: model must be a meanspot_fused.MeanSpot, got {type(model).__name__}")
+        raise InputTypeError(f"fuse: model must be a meanspot_fused.MeanSpot, got {type(model).__name__}")
     if model.training:
-        raise ValueError("fuse: model is in training mode; call model.eval() first "
+        raise InputError("fuse: model is in training mode; call model.eval() first "
                          "(BatchNorm statistics and Dropout are only fixed in eval mode)")
     problems: List[str] = []
     for name in BRANCH_NAMES:
@@ -241,11 +236,11 @@ def _check_fusable(model) -> None:
         if not isinstance(h, _Head) or not isinstance(h.conv, nn.Conv2d) or not isinstance(h.dense, nn.Linear):
             problems.append(f"heads.{name} is not a MeanSpot head (conv, dense)")
     if problems:
-        raise ValueError("fuse: unsupported model structure: " + "; ".join(problems))
+        raise InputError("fuse: unsupported model structure: " + "; ".join(problems))
     dtypes = {p.dtype for p in model.parameters()}
     devices = {p.device for p in model.parameters()}
     if len(dtypes) != 1 or len(devices) != 1:
-        raise ValueError(f"fuse: all parameters must share one dtype and device, got {dtypes} on {devices}")
+        raise InputError(f"fuse: all parameters must share one dtype and device, got {dtypes} on {devices}")
 
 
 def fuse(model: MeanSpot, mode: str = "network") -> FusedMeanSpot:

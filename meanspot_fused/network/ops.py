@@ -12,6 +12,7 @@ from typing import Optional, Tuple
 import torch
 
 from .. import _C  # noqa: F401  (import registers the ops with the dispatcher)
+from ..errors import InputError, InputTypeError
 from .reference import check_inputs
 
 __all__ = ["conv_block", "channel_pool", "spatial_pool", "cbam", "meanspot_net"]
@@ -21,35 +22,35 @@ _ops = torch.ops.meanspot_fused
 
 def _check_tensor(name: str, t, dim: int, shape_doc: str) -> None:
     if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of shape {shape_doc}, got {type(t).__name__}")
+        raise InputTypeError(f"{name} must be a torch.Tensor of shape {shape_doc}, got {type(t).__name__}")
     if t.dim() != dim:
-        raise ValueError(f"{name} must be a {dim}-D tensor of shape {shape_doc}, got shape {tuple(t.shape)}")
+        raise InputError(f"{name} must be a {dim}-D tensor of shape {shape_doc}, got shape {tuple(t.shape)}")
     if not t.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
+        raise InputTypeError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
 
 
 def _check_like(name: str, t: torch.Tensor, x: torch.Tensor) -> None:
     if t.dtype != x.dtype:
-        raise TypeError(f"{name} must have the dtype of x ({x.dtype}), got {t.dtype}")
+        raise InputTypeError(f"{name} must have the dtype of x ({x.dtype}), got {t.dtype}")
     if t.device != x.device:
-        raise ValueError(f"{name} must be on the device of x ({x.device}), got {t.device}")
+        raise InputError(f"{name} must be on the device of x ({x.device}), got {t.device}")
 
 
 def _check_shape(name: str, t: torch.Tensor, expected: tuple) -> None:
     if tuple(t.shape) != tuple(expected):
-        raise ValueError(f"{name} must have shape {tuple(expected)}, got {tuple(t.shape)}")
+        raise InputError(f"{name} must have shape {tuple(expected)}, got {tuple(t.shape)}")
 
 
 def _check_odd_square(name: str, t: torch.Tensor) -> None:
     if t.shape[-1] != t.shape[-2] or t.shape[-1] % 2 == 0:
-        raise ValueError(f"{name} must have a square odd kernel (K, K) for 'same' padding, got shape {tuple(t.shape)}")
+        raise InputError(f"{name} must have a square odd kernel (K, K) for 'same' padding, got shape {tuple(t.shape)}")
 
 
 def _check_pool(pool, x: torch.Tensor) -> None:
     if not isinstance(pool, int) or pool < 1:
-        raise ValueError(f"pool must be an int >= 1, got {pool!r}")
+        raise InputError(f"pool must be an int >= 1, got {pool!r}")
     if x.shape[2] % pool or x.shape[3] % pool:
-        raise ValueError(f"pool ({pool}) must divide the height and width of x, got {tuple(x.shape[2:])}")
+        raise InputError(f"pool ({pool}) must divide the height and width of x, got {tuple(x.shape[2:])}")
 
 
 def conv_block(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, scale: Optional[torch.Tensor] = None,
@@ -67,14 +68,14 @@ def conv_block(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, scale:
     for name, t in (("weight", weight), ("bias", bias)):
         _check_like(name, t, x)
     if (scale is None) != (shift is None):
-        raise ValueError("scale and shift must be given together (both or neither)")
+        raise InputError("scale and shift must be given together (both or neither)")
     if scale is not None:
         _check_tensor("scale", scale, 1, "(Cout,)")
         _check_tensor("shift", shift, 1, "(Cout,)")
         _check_like("scale", scale, x)
         _check_like("shift", shift, x)
     if weight.shape[1] != x.shape[1]:
-        raise ValueError(f"weight must have {x.shape[1]} input channels to match x, got shape {tuple(weight.shape)}")
+        raise InputError(f"weight must have {x.shape[1]} input channels to match x, got shape {tuple(weight.shape)}")
     _check_odd_square("weight", weight)
     _check_shape("bias", bias, (weight.shape[0],))
     if scale is not None:
@@ -139,7 +140,7 @@ def meanspot_net(u: torch.Tensor, v: torch.Tensor, os: torch.Tensor, params: tor
     _check_like("params", params, u)
     config = [int(c) for c in config]
     if len(config) != 10:
-        raise ValueError(f"config must have 10 entries (see csrc/net_layout.h), got {len(config)}")
+        raise InputError(f"config must have 10 entries (see csrc/net_layout.h), got {len(config)}")
     return _ops.meanspot_net(u, v, os, params, config)
 
 

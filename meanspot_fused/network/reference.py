@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import InputError, InputTypeError
+
 __all__ = ["CBAM", "MeanSpot", "PLACEMENTS", "HEADS", "INPUT_SIZE", "check_inputs"]
 
 #: CBAM placements: where attention blocks sit in the network.
@@ -41,22 +43,22 @@ def check_inputs(u, v, os) -> None:
     ref = None
     for name, t in (("u", u), ("v", v), ("os", os)):
         if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor of shape (N, 1, 42, 42), got {type(t).__name__}")
+            raise InputTypeError(f"{name} must be a torch.Tensor of shape (N, 1, 42, 42), got {type(t).__name__}")
         if not t.is_floating_point():
-            raise TypeError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
+            raise InputTypeError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
         if t.dim() != 4 or tuple(t.shape[1:]) != (1, INPUT_SIZE, INPUT_SIZE):
-            raise ValueError(
+            raise InputError(
                 f"{name} must have shape (N, 1, {INPUT_SIZE}, {INPUT_SIZE}), got {tuple(t.shape)}")
         if ref is None:
             ref = (name, t)
         else:
             rname, r = ref
             if t.shape[0] != r.shape[0]:
-                raise ValueError(f"{name} has batch size {t.shape[0]} but {rname} has {r.shape[0]}")
+                raise InputError(f"{name} has batch size {t.shape[0]} but {rname} has {r.shape[0]}")
             if t.dtype != r.dtype:
-                raise TypeError(f"{name} has dtype {t.dtype} but {rname} has {r.dtype}")
+                raise InputTypeError(f"{name} has dtype {t.dtype} but {rname} has {r.dtype}")
             if t.device != r.device:
-                raise ValueError(f"{name} is on {t.device} but {rname} is on {r.device}")
+                raise InputError(f"{name} is on {t.device} but {rname} is on {r.device}")
 
 
 class CBAM(nn.Module):
@@ -72,11 +74,11 @@ class CBAM(nn.Module):
     def __init__(self, channels: int, ratio: int = 8, spatial_kernel: int = 7, spatial_bn: bool = False):
         super().__init__()
         if channels < 1:
-            raise ValueError(f"channels must be >= 1, got {channels}")
+            raise InputError(f"channels must be >= 1, got {channels}")
         if ratio < 1:
-            raise ValueError(f"ratio must be >= 1, got {ratio}")
+            raise InputError(f"ratio must be >= 1, got {ratio}")
         if spatial_kernel < 1 or spatial_kernel % 2 == 0:
-            raise ValueError(f"spatial_kernel must be a positive odd integer, got {spatial_kernel}")
+            raise InputError(f"spatial_kernel must be a positive odd integer, got {spatial_kernel}")
         self.channels = channels
         self.hidden = max(1, channels // ratio)
         self.mlp1 = nn.Linear(channels, self.hidden)
@@ -161,14 +163,14 @@ class MeanSpot(nn.Module):
                  cbam_ratio: int = 8, spatial_kernel: int = 7, cbam_spatial_bn: bool = False):
         super().__init__()
         if cbam not in PLACEMENTS:
-            raise ValueError(f"cbam must be one of {PLACEMENTS}, got {cbam!r}")
+            raise InputError(f"cbam must be one of {PLACEMENTS}, got {cbam!r}")
         if isinstance(heads, str):
             heads = (heads,)
         heads = tuple(heads)
         if not heads or any(h not in HEADS for h in heads) or len(set(heads)) != len(heads):
-            raise ValueError(f"heads must be a non-empty subset of {HEADS} without repeats, got {heads!r}")
+            raise InputError(f"heads must be a non-empty subset of {HEADS} without repeats, got {heads!r}")
         if recog_classes < 1:
-            raise ValueError(f"recog_classes must be >= 1, got {recog_classes}")
+            raise InputError(f"recog_classes must be >= 1, got {recog_classes}")
         self.cbam_placement = cbam
         self.head_names = tuple(h for h in HEADS if h in heads)
         self.recog_classes = recog_classes

@@ -1,0 +1,146 @@
+"""The output folder of ``meanspot-fused spot``: one folder per video, complete or absent.
+
+``out_dir/<name>/`` holds
+
+* ``intervals.csv``: rows ``onset,offset,apex,score[,emotion]``
+  (:func:`meanspot_fused.io.intervals.write_intervals_csv`; score is the
+  smoothed score at the apex);
+* ``scores.npy``: the spot score of each pair (i, i + k); ``recog.npy``: the
+  per-pair recognition output of spot_recog models;
+* ``scores.png``: the smoothed curve, threshold and intervals;
+* ``summary.json``: the settings, model, frame counts, versions and seconds
+  per stage (:func:`video_summary`).
+
+The files are written into a hidden temporary folder beside the final one,
+which is then renamed into place (:func:`write_video_folder`): a folder that
+exists is complete, so the engine can skip it on a rerun. The engine
+(:mod:`meanspot_fused.pipeline`) decides what to compute; this module only
+writes what it computed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from typing import TYPE_CHECKING, Any, Dict, Optional
+
+import numpy as np
+
+from .intervals import write_intervals_csv
+
+if TYPE_CHECKING:  # the engine's types; imported for annotations only, the engine imports this module
+    from ..pipeline import SpotSettings, VideoResult
+
+__all__ = ["video_name", "video_summary", "write_video_folder"]
+
+
+def video_name(path) -> str:
+    """The output folder name of an input: the file name without its extension, or the folder's name."""
+    path = os.fspath(path).rstrip("/\\") or os.fspath(path)
+    base = os.path.basename(path)
+    return base if os.path.isdir(path) else os.path.splitext(base)[0]
+
+
+def _versions() -> Dict[str, str]:
+    import torch
+
+    from .. import __version__
+
+    out = {"meanspot_fused": __version__, "torch": torch.__version__, "numpy": np.__version__,
+           "python": platform.python_version()}
+    try:
+        import cv2
+        out["opencv"] = cv2.__version__
+    except ImportError:
+        pass
+    return out
+
+
+def video_summary(name: str, source, model_path, heads, settings: SpotSettings, result: VideoResult,
+                  dataset: Optional[str] = None) -> Dict[str, Any]:
+    """The content of summary.json, before the write and total seconds that :func:`write_video_folder` adds.
+
+    ``seconds`` is the result's own per-stage dict (``result.info["seconds"]``),
+    so the seconds added while writing show in the result too.
+    """
+    info = result.info
+    return {
+        "video": name, "input": os.path.abspath(os.fspath(source)),
+        "model": os.path.abspath(os.fspath(model_path)), "heads": list(heads),
+        "dataset": dataset, "k": settings.k, "k_p": settings.k_p, "p": settings.p,
+        "multiple": settings.multiple, "device": settings.device, "fused": settings.fuse,
+        "batch_size": settings.batch_size, "jpeg_roundtrip": settings.jpeg_roundtrip,
+        "frames": info["frames"], "pairs": info["pairs"], "crop": info["crop"],
+        "landmarks": info["landmarks"], "threshold": result.threshold,
+        "intervals": int(len(result.intervals)), "versions": _versions(),
+        "seconds": info["seconds"],
+    }
+
+
+def _write_files(folder: str, name: str, result: VideoResult, settings: SpotSettings, summary: dict,
+                 started: float) -> None:
+    """scores.npy (recog.npy for spot_recog models), intervals.csv, scores.png, then summary.json with the
+    write and total seconds, into ``folder``."""
+    from .plots import plot_scores
+
+    t0 = time.perf_counter()
+    np.save(os.path.join(folder, "scores.npy"), result.scores)
+    if result.recog is not None:
+        np.save(os.path.join(folder, "recog.npy"), result.recog)
+    write_intervals_csv(os.path.join(folder, "intervals.csv"), result.intervals, result.apex_scores,
+                        result.emotions)
+    plot_scores(os.path.join(folder, "scores.png"), result.smoothed, result.threshold, result.intervals,
+                title=f"{name}: smoothed spot score (k {settings.k}, k_p {settings.k_p}, p {settings.p:g})")
+    now = time.perf_counter()
+    summary["seconds"]["write"] = now - t0
+    summary["seconds"]["total"] = now - started
+    with open(os.path.join(folder, "summary.json"), "w", encoding="utf-8") as f:
+        json.dump(summary, f, indent=1)
+        f.write("\n")
+
+
+def _new_folder(parent: str, prefix: str) -> str:
+    """A new empty hidden folder in ``parent``, with the permissions os.mkdir would give (mkdtemp: 0700)."""
+    path = tempfile.mkdtemp(prefix=prefix, dir=parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o777 & ~umask)
+    return path
+
+
+def _install_folder(tmp: str, final: str) -> None:
+    """Move the finished folder ``tmp`` to ``final``, replacing an old one (``overwrite``)."""
+    if not os.path.exists(final):
+        os.rename(tmp, final)
+        return
+    # A folder cannot be renamed over a non-empty one: move the old one aside
+    # first, so that `final` is at every moment either the old or the new one.
+    old = tempfile.mkdtemp(prefix=f".{os.path.basename(final)}.old-", dir=os.path.dirname(final))
+    os.rmdir(old)
+    os.rename(final, old)
+    os.rename(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def write_video_folder(out_dir: str, name: str, result: VideoResult, settings: SpotSettings, summary: dict,
+                       started: float) -> str:
+    """Write one video's files to ``out_dir/<name>/``, replacing an old folder; return its path.
+
+    ``summary``: from :func:`video_summary`; its ``seconds`` gain ``write``
+    and ``total`` (from ``started``, a ``time.perf_counter()`` value). The
+    files go to a hidden folder ``.<name>.partial-*`` that is renamed into
+    place when complete and removed on any failure, so ``out_dir/<name>``
+    is at every moment absent, the old folder or the new one.
+    """
+    final = os.path.join(out_dir, name)
+    tmp = _new_folder(out_dir, f".{name}.partial-")
+    try:
+        _write_files(tmp, name, result, settings, summary, started)
+        _install_folder(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
