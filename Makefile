@@ -9,7 +9,7 @@ STAMP := .build-stamp
 SOURCES := $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh') setup.py pyproject.toml
 PYTEST_ARGS ?=
 
-.PHONY: deps build test bench bench-deps cuda-check clean
+.PHONY: deps build test test-stress bench bench-avx2 bench-deps cuda-check clean
 
 deps:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install "$(TORCH_SPEC)" || $(PIP) install "torch>=2.4"
@@ -28,17 +28,29 @@ build: deps
 	@ls meanspot_fused/_C*.so >/dev/null 2>&1 || rm -f $(STAMP)
 	@$(MAKE) --no-print-directory $(STAMP)
 
+# The suite without the long stress runs (minutes on 2 cores); `make
+# test-stress` runs those (huge batches under a memory limit), and CI runs both.
 test: build
-	$(PYTHON) -m pytest -q $(PYTEST_ARGS)
+	$(PYTHON) -m pytest -q -m "not stress" $(PYTEST_ARGS)
+
+test-stress: build
+	$(PYTHON) -m pytest -q -m stress $(PYTEST_ARGS)
 
 bench-deps:
 	@$(PYTHON) -c "import onnx, onnxruntime, onnxscript" 2>/dev/null || $(PIP) install onnx onnxscript onnxruntime \
 		|| echo "note: ONNX Runtime could not be installed; the benchmark skips that peer"
 
+# At the instruction-set level the dispatcher picks for this CPU (the records
+# name it). bench-avx2: the same with the AVX2 kernels forced, to measure the
+# AVX2 path on an AVX-512 machine.
 bench: build bench-deps
+	$(PYTHON) benchmarks/common.py
 	$(PYTHON) benchmarks/bench.py
 	$(PYTHON) benchmarks/bench_features.py
 	$(PYTHON) benchmarks/bench_pipeline.py
+
+bench-avx2:
+	MEANSPOT_CPU_CAPABILITY=avx2 $(MAKE) --no-print-directory bench
 
 # Compile the CUDA kernels without a GPU (CI does this): see .ci/cuda_compile.sh.
 cuda-check:

@@ -24,14 +24,14 @@ if ! FORCE_CUDA=1 timeout 300 pip install --no-build-isolation --no-deps -e . >>
 fi
 
 step "CUDA tests"
-timeout 200 python -m pytest -q -x -p no:cacheprovider -m "not slow" tests/test_cuda.py tests/test_cuda_network.py tests/test_cuda_tvl1.py \
-  tests/test_features_mean.py tests/test_features_e2e.py tests/test_spot.py > "$OUT/gpu_tests.txt" 2>&1
+timeout 200 python -m pytest -q -x -p no:cacheprovider -m "not stress" tests/network/test_cuda.py tests/network/test_cuda_network.py tests/features/test_cuda_tvl1.py \
+  tests/features/test_features_mean.py tests/features/test_features_e2e.py tests/pipeline/test_spot.py > "$OUT/gpu_tests.txt" 2>&1
 echo "rc=$?" >> "$OUT/gpu_tests.txt"; tail -3 "$OUT/gpu_tests.txt" | tee -a "$LOG"
 
 step "compute-sanitizer (memcheck, racecheck, initcheck, synccheck) on an op subset"
 for tool in memcheck racecheck initcheck synccheck; do
   timeout 60 compute-sanitizer --tool "$tool" --error-exitcode 9 \
-    python -m pytest -q -x -p no:cacheprovider tests/test_cuda.py tests/test_cuda_network.py tests/test_cuda_tvl1.py \
+    python -m pytest -q -x -p no:cacheprovider tests/network/test_cuda.py tests/network/test_cuda_network.py tests/features/test_cuda_tvl1.py \
     -k "opcheck or tvl1 and 128" \
     > "$OUT/sanitizer_$tool.txt" 2>&1
   echo "$tool rc=$?" | tee -a "$LOG"

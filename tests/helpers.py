@@ -1,12 +1,20 @@
 """Shared test helpers: random models and float64 reference versions of the ops."""
 from __future__ import annotations
 
+import os
 import threading
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 import meanspot_fused as mf
+
+#: The repository, and the optional ground truth of real Keras and MEAN's
+#: published weights beside it (``../shared/keras_cases``, or
+#: $MEANSPOT_KERAS_CASES); tests that need it skip when it is absent.
+ROOT = Path(__file__).resolve().parents[1]
+KERAS_CASES = Path(os.environ.get("MEANSPOT_KERAS_CASES", ROOT.parent / "shared" / "keras_cases"))
 
 HEAD_SETS = [("spot",), ("recog",), ("spot", "recog")]
 

@@ -3,7 +3,7 @@ NumPy, operation for operation in float32, for the tests of tvl1_flow.
 
 `dual_tvl1(a, b, remap=...)` uses OpenCV's resize and medianBlur and the given
 bicubic remap: `opencv_remap` (cv2.remap, which makes this OpenCV's own
-algorithm: tests/test_features_flow.py checks the result is bitwise
+algorithm: tests/features/test_features_flow.py checks the result is bitwise
 cv2.optflow.DualTVL1's) or `kernel_remap` (the bicubic warp of
 csrc/tvl1_math.h). Slow but exact; for small frames only.
 """

@@ -9,13 +9,13 @@
   batch a sample comes in; ops mode only to a few ulp (its Dense is an MKL GEMM
   whose result for a row depends on the row's place in its blocks), see
   test_batch_composition.
-* Huge batches (``-m slow``): 262,144 samples in each mode equal smaller batches
+* Huge batches (``-m stress``, `make test-stress`): 262,144 samples in each mode equal smaller batches
   bit for bit, within a memory bound, in a child process under an address-space
   limit so that a regression fails the test instead of the machine.
 * Files: damaged model files (truncated, bytes flipped, another architecture,
   not HDF5) and feature files (wrong shape or dtype, damaged, NaN) through
   ``load_keras`` and ``predict``: a clear error (exit 2) or, for NaN, a warning.
-  Only what tests/test_keras.py and tests/test_predict.py do not cover already.
+  Only what tests/io/test_keras.py and tests/cli/test_predict.py do not cover already.
 * A ``predict`` killed mid-run (SIGKILL, SIGTERM, SIGINT) leaves the output path
   as it was (absent, or its old content).
 """
@@ -40,7 +40,7 @@ import meanspot_fused as mf
 
 from helpers import as_tuple, random_inputs, random_model
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]  # tests/: shared helpers
 ROOT = TESTS.parent
 sys.path.insert(0, str(TESTS))
 import keras_files as kf  # noqa: E402
@@ -56,7 +56,9 @@ MODEL_KW = dict(cbam="all", heads=("spot", "recog"), recog_classes=4, seed=11)
 
 
 def _env():
-    return dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), str(TESTS),
+    # Children import this module (test_reliability) and the shared helpers.
+    here = str(Path(__file__).resolve().parent)
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), str(TESTS), here,
                                                                    os.environ.get("PYTHONPATH")) if p))
 
 
@@ -285,7 +287,7 @@ def _run_huge(mode: str, kind: str, n: int) -> dict:
     return json.loads(line[len("REPORT "):])
 
 
-@pytest.mark.slow
+@pytest.mark.stress
 @pytest.mark.parametrize("kind,n", [("expanded", HUGE), ("distinct", DISTINCT)])
 @pytest.mark.parametrize("mode", MODES)
 def test_huge_batch(mode, kind, n):

@@ -1,7 +1,7 @@
 """The CUDA whole-network kernel meanspot_fused::meanspot_net (csrc/cuda/meanspot_net_cuda.cu); skipped without a GPU.
 
 float32 and float64 outputs are compared with the float64 reference module run
-on the CPU. float16 and bfloat16 are judged as in tests/test_cuda.py: the
+on the CPU. float16 and bfloat16 are judged as in tests/network/test_cuda.py: the
 kernel's error against the float64 result of the same rounded model and inputs
 must be at most twice the error of the reference module run in that precision
 on the GPU, plus one unit in the last place at the output's scale.
@@ -216,7 +216,7 @@ def test_nonfinite_spatial_weight_matches_cpu(block, where, value):
 
 
 # CUDA graph capture and replay of fuse(model) in network mode:
-# tests/test_cuda.py::test_cuda_graph_capture_and_replay[network].
+# tests/network/test_cuda.py::test_cuda_graph_capture_and_replay[network].
 
 
 def test_runs_on_the_current_stream():

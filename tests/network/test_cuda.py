@@ -506,7 +506,7 @@ def test_opcheck(op, make_args):
 
 # --- more than 2**31 elements --------------------------------------------------------------------------------------
 
-@pytest.mark.slow
+@pytest.mark.stress
 def test_int64_indexing():
     """N * C * H * W > 2**31 (float16, 14 x 14 x 14 samples): the last samples equal the same samples run alone."""
     if torch.cuda.get_device_properties(DEVICE).total_memory < 32 * 2**30:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -32,10 +31,9 @@ pytest.importorskip("matplotlib")
 from meanspot_fused.features import synthetic as S  # noqa: E402
 from meanspot_fused.io import frames as fr  # noqa: E402
 
-from helpers import random_model  # noqa: E402
+from helpers import KERAS_CASES, random_model  # noqa: E402
 
-CASES = Path(os.environ.get("MEANSPOT_KERAS_CASES", Path(__file__).resolve().parents[1].parent / "shared" /
-                            "keras_cases"))
+CASES = KERAS_CASES
 CASME_SPOT = CASES / "mean_weights" / "CASME_sq" / "spot" / "s1.hdf5"
 CASME_SPOT_RECOG = CASES / "mean_weights" / "CASME_sq" / "spot_recog" / "s1.hdf5"
 
@@ -94,7 +92,7 @@ def test_spot_equals_the_composed_stages(clip, tmp_path, chunk):
     scores = np.load(folder / "scores.npy")
     assert scores.shape == (37,)
     # Same ops on the same pairs in batches of other sizes: the fused network op and the
-    # reference agree within float32 rounding (tests/test_fuse.py); 1e-5 is far below any peak gap.
+    # reference agree within float32 rounding (tests/network/test_fuse.py); 1e-5 is far below any peak gap.
     assert np.abs(scores - expected[:, 0].numpy()).max() <= 1e-5
     want = find_intervals(expected[:, 0].numpy(), 3)
     assert np.array_equal(csv_intervals(folder / "intervals.csv"), want)
@@ -163,8 +161,8 @@ def test_spot_on_cuda_equals_cpu(clip, tmp_path):
     for device in ("cpu", "cuda"):
         assert spot([d / "clip.npy"], d / "spot.pt", tmp_path / device, "--landmarks", d / "lm.npy", "--device",
                     device) == 0
-    # The CUDA TV-L1 equals the CPU one bit for bit (tests/test_cuda_tvl1.py); the network on
-    # the GPU agrees within float32 rounding (tests/test_cuda.py).
+    # The CUDA TV-L1 equals the CPU one bit for bit (tests/features/test_cuda_tvl1.py); the network on
+    # the GPU agrees within float32 rounding (tests/network/test_cuda.py).
     assert np.abs(np.load(tmp_path / "cuda" / "clip" / "scores.npy") -
                   np.load(tmp_path / "cpu" / "clip" / "scores.npy")).max() <= 1e-5
     assert np.array_equal(csv_intervals(tmp_path / "cuda" / "clip" / "intervals.csv"),

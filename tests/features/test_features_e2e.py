@@ -2,9 +2,9 @@
 fused op) against MEAN's own preProcess (OpenCV's TV-L1, cartToPolar, pandas
 strain, cv2.normalize, cv2.resize) on synthetic face videos and deformed pairs.
 
-Our flow is OpenCV's bit for bit (tests/test_features_flow.py) and the fused
+Our flow is OpenCV's bit for bit (tests/features/test_features_flow.py) and the fused
 op equals MEAN's post-processing of a flow within float32 rounding
-(tests/test_features_mean.py), so the features agree within float32 rounding
+(tests/features/test_features_mean.py), so the features agree within float32 rounding
 end to end. The issue's bounds are a mean |diff| <= 0.005 and a max <= 0.05
 on the [0, 1] maps; measured here: mean below 1e-7 and max below 1e-5 (float32
 against MEAN's float64 normalisation); the test holds them to the issue's bounds

@@ -15,10 +15,10 @@
 
 Writes ``<out>/reliability_cpu.json`` and ``.md`` (device, versions, date, command).
 
-    python benchmarks/reliability.py                      # 10M samples if the disk holds 212 GB
-    python benchmarks/reliability.py --samples 2000000    # 42 GB of input, ~10 min on 2 cores
-    python benchmarks/reliability.py --samples 200000     # scaled down
-    python benchmarks/reliability.py --skip-predict       # only (b) and (c)
+    python reliability/stress.py                      # 10M samples if the disk holds 212 GB
+    python reliability/stress.py --samples 2000000    # 42 GB of input, ~10 min on 2 cores
+    python reliability/stress.py --samples 200000     # scaled down
+    python reliability/stress.py --skip-predict       # only (b) and (c)
 
 If the disk (``--workdir``, default a temporary folder) cannot hold the input and
 still keep ``--disk-reserve-gb`` free (default 20: the machine may be shared),
@@ -48,6 +48,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+# The machine record and git state every benchmark record carries.
+from common import cpu_description, git_state, machine_record  # noqa: E402
 
 import meanspot_fused as mf  # noqa: E402
 from meanspot_fused.network.fuse import MODES  # noqa: E402
@@ -58,28 +61,6 @@ MODEL_CONFIG = dict(cbam="all", heads=("spot",))
 
 
 # --------------------------------------------------------------------------- environment
-
-def cpu_description() -> str:
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{name}, {os.cpu_count()} logical CPUs"
-
-
-def git_state() -> dict:
-    def git(*args):
-        try:
-            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return None
-    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
-
 
 def memory_total_gb() -> Optional[float]:
     try:
@@ -95,6 +76,7 @@ def memory_total_gb() -> Optional[float]:
 def environment(args) -> dict:
     return {
         "device": f"cpu ({cpu_description()})",
+        "machine": machine_record(),
         "memory_total_gb": memory_total_gb(),
         "torch_threads": torch.get_num_threads(),
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,

@@ -12,7 +12,7 @@ from meanspot_fused.errors import (ComputeError, DeviceError, FileError, InputEr
                                    MissingDependencyError)
 from meanspot_fused.io.errors import KerasFormatError, PredictError
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 SUBCOMMANDS = ("spot", "features", "predict", "evaluate")
 
 

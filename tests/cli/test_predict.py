@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: shared helpers
 import keras_files as kf  # noqa: E402
 
 import meanspot_fused  # noqa: E402
@@ -20,7 +20,7 @@ from meanspot_fused.io.errors import PredictError  # noqa: E402
 from meanspot_fused.io.feature_files import open_features  # noqa: E402
 from meanspot_fused.network.reference import MeanSpot  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 N, BATCH = 7, 3  # several batches and a short last one
 CLASSES = 4
 

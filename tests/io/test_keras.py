@@ -7,7 +7,6 @@ Everything else writes small Keras-layout files with ``tests/keras_files.py``.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import zipfile
 from pathlib import Path
@@ -17,14 +16,15 @@ import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: shared helpers
 import keras_files as kf  # noqa: E402
 
 import meanspot_fused  # noqa: E402
 from meanspot_fused.io.keras import LAYOUTS, KerasFormatError, load_keras  # noqa: E402
 
-CASES = Path(os.environ.get("MEANSPOT_KERAS_CASES",
-                            Path(__file__).resolve().parents[1].parent / "shared" / "keras_cases"))
+from helpers import KERAS_CASES  # noqa: E402
+
+CASES = KERAS_CASES
 # Keras (float32, XLA/cuDNN-free CPU) vs the reference in float32: agreement is within a few 1e-6.
 KERAS_TOL = 1e-5
 ROUND_TRIP_TOL = 1e-6

@@ -329,7 +329,7 @@ def test_torch_compile_fullgraph_and_export():
 
 # ------------------------------------------ mean_features / video_features
 # Plumbing (landmarks, batching, devices) with OpenCV's flow standing in for
-# the TV-L1 op; tests/test_features_e2e.py runs the real one.
+# the TV-L1 op; tests/features/test_features_e2e.py runs the real one.
 
 
 @pytest.fixture

@@ -12,6 +12,8 @@ import pytest
 from meanspot_fused import spotting
 from meanspot_fused.spotting import evaluation as spotting_evaluation
 from meanspot_fused.spotting import intervals as spotting_intervals
+
+from helpers import ROOT
 from meanspot_fused.spotting.evaluation import evaluate, iou, megc_counts
 from meanspot_fused.spotting.intervals import (find_intervals, k_p_from_ground_truth, moilanen_threshold, recognise,
                                                smooth, spot_scores)
@@ -415,4 +417,4 @@ def test_spotting_and_interval_files_import_in_either_order(first):
     code = (f"import importlib; importlib.import_module({first!r}); "
             "from meanspot_fused.spotting import read_annotations, write_intervals_csv, find_intervals; "
             "from meanspot_fused.io.intervals import read_annotations as r; assert r is read_annotations")
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=str(ROOT))
