@@ -9,7 +9,7 @@ STAMP := .build-stamp
 SOURCES := $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh') setup.py pyproject.toml
 PYTEST_ARGS ?=
 
-.PHONY: deps build test test-stress bench bench-avx2 bench-deps cuda-check clean
+.PHONY: deps build test test-stress bench bench-avx2 bench-deps cuda-check arm64-check clean
 
 deps:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install "$(TORCH_SPEC)" || $(PIP) install "torch>=2.4"
@@ -55,6 +55,19 @@ bench-avx2:
 # Compile the CUDA kernels without a GPU (CI does this): see .ci/cuda_compile.sh.
 cuda-check:
 	bash .ci/cuda_compile.sh
+
+# Compile the torch-free CPU kernels for arm64 (the DEFAULT level, NEON
+# vectors) with a cross compiler (Debian: g++-aarch64-linux-gnu): the portable
+# path must build there. Linking needs an arm64 torch, which this does not do.
+ARM64_CXX ?= aarch64-linux-gnu-g++
+arm64-check:
+	@mkdir -p build/arm64
+	@for f in csrc/cpu/kernels/*.cpp; do \
+		$(ARM64_CXX) -std=c++17 -O3 -fno-math-errno -fno-trapping-math -fopenmp-simd -Werror=psabi -Wall \
+			-DCPU_CAPABILITY=DEFAULT -DCPU_CAPABILITY_DEFAULT -Icsrc -c $$f -o build/arm64/$$(basename $$f .cpp).o \
+			|| exit 1; \
+	done
+	@echo "arm64: csrc/cpu/kernels compiled for the DEFAULT level ($$(ls build/arm64/*.o | wc -l) objects)"
 
 clean:
 	rm -rf build $(STAMP) meanspot_fused/_C*.so *.egg-info

@@ -17,6 +17,10 @@ the script exits with status 2, when it is over ``--tol``). Times are medians of
 batch-1 time is the host wall time of the whole Python call. Inputs above
 ``ROTATE_ABOVE_BYTES`` rotate among several buffers so large batches are not
 timed out of the last-level cache. See benchmarks/README.md.
+
+About 760 lines, on purpose: one script holds the whole network benchmark
+(every peer's setup, the correctness gate, timing, the FLOP count, the
+report); what other benchmarks share lives in common.py.
 """
 from __future__ import annotations
 

@@ -210,7 +210,8 @@ def machine_markdown(m: dict) -> str:
 
 
 def save_results(out_dir, prefix: str, device_type: str, report: dict, markdown: str) -> Path:
-    """Write results/<prefix><device>_<date-time>.json and .md and copy the .md to latest_<prefix><device>.md.
+    """Write results/<prefix><device>_<date-time>.json and .md and copy the .md to latest_<prefix><device>.md
+    (latest_<prefix><device>_<level>.md when MEANSPOT_CPU_CAPABILITY forced the level).
 
     Every record gets the machine block (``report["machine"]``, and at the top
     of the Markdown) unless the script already put one there. Returns the path
@@ -226,7 +227,10 @@ def save_results(out_dir, prefix: str, device_type: str, report: dict, markdown:
     stem = out / f"{prefix}{device_type}_{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     stem.with_suffix(".json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     stem.with_suffix(".md").write_text(markdown)
-    shutil.copyfile(stem.with_suffix(".md"), out / f"latest_{prefix}{device_type}.md")
+    # A run with the level forced (make bench-avx2) keeps its own latest copy.
+    forced = report["machine"].get("forced_by_env")
+    level = f"_{report['machine']['meanspot_cpu_capability'].lower()}" if forced else ""
+    shutil.copyfile(stem.with_suffix(".md"), out / f"latest_{prefix}{device_type}{level}.md")
     return stem
 
 

@@ -446,10 +446,15 @@ def spot_videos(sources: Sequence, model_path, out_dir, settings: SpotSettings, 
     behind, and the others go on. Returns one summary dict per video, with
     ``status`` "done", "skipped" or "failed" (and ``error``).
     """
-    settings.check()
     log = log or (lambda msg: print(msg, file=sys.stderr))
     if not sources:
         raise SpotError("no input video given")
+    # A missing input is the first thing to report: it is what the user typed
+    # wrong, whatever else the settings lack.
+    for src in sources:
+        if not os.path.exists(os.fspath(src)):
+            raise SpotError(f"input {os.fspath(src)!r}: no such file or folder")
+    settings.check()
     names = [video_name(s) for s in sources]
     seen: Dict[str, str] = {}
     for s, n in zip(sources, names):
@@ -459,9 +464,6 @@ def spot_videos(sources: Sequence, model_path, out_dir, settings: SpotSettings, 
             raise SpotError(f"inputs {seen[n]!r} and {os.fspath(s)!r} would both write {n}/ in the output folder; "
                             f"rename one")
         seen[n] = os.fspath(s)
-    for s in sources:
-        if not os.path.exists(os.fspath(s)):
-            raise SpotError(f"input {os.fspath(s)!r}: no such file or folder")
     out_dir = os.fspath(out_dir)
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise SpotError(f"--out {out_dir!r} exists and is not a folder")
@@ -469,7 +471,6 @@ def spot_videos(sources: Sequence, model_path, out_dir, settings: SpotSettings, 
         load_landmarks(settings.landmarks)  # a bad file fails before any video is read
     model, net = load_spot_model(model_path, fuse=settings.fuse, device=settings.device)
     _check_classes(model, settings)
-    os.makedirs(out_dir, exist_ok=True)
     results = []
     finals = {os.fspath(src): os.path.join(out_dir, name) for src, name in zip(sources, names)}
 
@@ -488,6 +489,9 @@ def spot_videos(sources: Sequence, model_path, out_dir, settings: SpotSettings, 
             results.append({**record, "status": "failed", "error": str(result)})
             continue
         summary = video_summary(name, source, model_path, model.head_names, settings, result, dataset)
+        # The output folder is made with the first video written: a run whose
+        # videos all fail (k larger than a video, no face, ...) leaves no folder.
+        os.makedirs(out_dir, exist_ok=True)
         write_video_folder(out_dir, name, result, settings, summary, started)
         seconds = summary["seconds"]
         log(f"{name}: {len(result.intervals)} interval(s) in {result.info['frames']} frames -> {final} "

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import threading
+import types
 from pathlib import Path
 
 import torch
@@ -139,3 +140,79 @@ def assert_low_precision_close(got, ref_low, exact, what="", reference="referenc
     ulp = torch.finfo(got.dtype).eps * max(1.0, exact.abs().max().item())
     assert err <= 2 * ref_err + ulp, (f"{what}: {got.dtype} kernel error {err:.3g} exceeds twice the error of the "
                                       f"{reference} in {got.dtype} ({ref_err:.3g}) plus {ulp:.3g}")
+
+
+# A stand-in for dlib (face detector and 68-point predictor), shared by the
+# frames and spot tests.
+class FakeRect:
+    def __init__(self, left, top, right, bottom):
+        self._v = (left, top, right, bottom)
+
+    def left(self):
+        return self._v[0]
+
+    def top(self):
+        return self._v[1]
+
+    def right(self):
+        return self._v[2]
+
+    def bottom(self):
+        return self._v[3]
+
+
+def fake_dlib(rects=(), calls=None):
+    """A stand-in for dlib that records how it is called."""
+    calls = [] if calls is None else calls
+
+    def get_frontal_face_detector():
+        def detect(image, upsample):
+            calls.append(("detect", image.shape, upsample))
+            return list(rects)
+        return detect
+
+    class Shape:
+        num_parts = 68
+
+        def part(self, i):
+            return types.SimpleNamespace(x=i, y=2 * i + 1)
+
+    def shape_predictor(path):
+        calls.append(("predictor", path))
+
+        def predict(image, rect):
+            calls.append(("predict", image.shape, rect))
+            return Shape()
+        return predict
+
+    module = types.SimpleNamespace(get_frontal_face_detector=get_frontal_face_detector,
+                                   shape_predictor=shape_predictor, rectangle=lambda *v: v)
+    return module, calls
+
+
+# MEAN's own spotting (scipy), the reference of the spotting stage; shared by
+# the spotting and spot tests (which skip without scipy).
+def mean_spotting(scores, k_p, p, spot_multiple):
+    """MEAN's training_utils.spotting for one video, as PIPELINE.md section 4 states it.
+
+    Returns the (onset, offset, apex) rows MEAN appends to ``preds`` (columns
+    0, 2 and 6 of its 7-column rows), dummy [0, 0] included.
+    """
+    import numpy as np
+    from scipy import signal as scipy_signal
+
+    y = np.asarray(scores, dtype=np.float64)
+    box = np.ones(k_p * 2) / (k_p * 2)
+    score_plot_agg = np.convolve(y, box, mode="same")
+    threshold = score_plot_agg.mean() + p * (max(score_plot_agg) - score_plot_agg.mean())
+    preds = []
+    if spot_multiple:
+        peaks, _ = scipy_signal.find_peaks(score_plot_agg, height=threshold, distance=k_p)
+        if len(peaks) == 0:
+            preds.append([0, 0, 0])
+        for peak in peaks:
+            preds.append([peak - k_p, peak + k_p, peak])
+    else:
+        peak = np.where(score_plot_agg == max(score_plot_agg))[0][0]
+        preds.append([peak - k_p, peak + k_p, peak])
+    return np.array(preds, dtype=np.int64).reshape(-1, 3), score_plot_agg, threshold

@@ -13,20 +13,33 @@ import numpy as np
 from ..errors import InputError
 from .atomic import replace_atomically
 
-__all__ = ["plot_scores"]
+__all__ = ["plot_scores", "score_figure"]
+
+#: The curve has one value per frame pair (i, i + k), at index i: the axis
+#: counts pairs, which are also the onset frames of the pairs.
+X_LABEL = "Pair index i (frames i and i + k)"
 
 
 def plot_scores(path, smoothed, threshold: float, intervals, gt=None, title: str = "Spotting scores",
                 *, dpi: int = 100) -> None:
-    """Write a PNG of a video's smoothed scores with its spotted intervals.
+    """Write a PNG of a video's smoothed scores with its spotted intervals (see :func:`score_figure`).
+
+    Written to a temporary file in the same folder, then moved into place.
+    """
+    fig = score_figure(smoothed, threshold, intervals, gt, title, dpi=dpi)
+    path = os.fspath(path)
+    replace_atomically(path, lambda tmp: fig.savefig(tmp, format="png"))
+
+
+def score_figure(smoothed, threshold: float, intervals, gt=None, title: str = "Spotting scores", *, dpi: int = 100):
+    """The matplotlib Figure of a video's smoothed scores with its spotted intervals.
 
     ``smoothed``: the curve :func:`meanspot_fused.spotting.smooth` returns;
     ``threshold``: the peak threshold (:func:`~meanspot_fused.spotting.moilanen_threshold`);
     ``intervals``: (M, 3) rows (onset, offset, apex) drawn as shaded spans
     from onset to offset + 1 (inclusive frames) with the apex marked;
     ``gt``: optional (K, 2+) ground-truth rows (onset, offset), drawn as red
-    bounds at onset and offset + 1 as MEAN does.
-    Written to a temporary file in the same folder, then moved into place.
+    bounds at onset and offset + 1 as MEAN does. Indices are pair indices.
     """
     try:
         # The Agg canvas directly, not pyplot: no global backend switch, no
@@ -55,12 +68,10 @@ def plot_scores(path, smoothed, threshold: float, intervals, gt=None, title: str
     for n, (onset, offset) in enumerate(truth[:, :2]):
         ax.axvline(onset, color="tab:red", linewidth=1, label="ground truth" if n == 0 else None)
         ax.axvline(offset + 1, color="tab:red", linewidth=1)
-    ax.set_xlabel("Frame")
+    ax.set_xlabel(X_LABEL)
     ax.set_ylabel("Score")
     ax.set_title(title)
     ax.set_xlim(min(0, int(iv[:, 0].min()) if iv.size else 0), max(curve.size - 1, 1))
     ax.legend(loc="upper right", fontsize="small")
     fig.tight_layout()
-
-    path = os.fspath(path)
-    replace_atomically(path, lambda tmp: fig.savefig(tmp, format="png"))
+    return fig

@@ -145,3 +145,52 @@ def test_binary_outside_the_level_kernels_is_baseline_x86_64():
                 offending.append(f"{fn}: {line.strip()}")
     assert not offending, "\n".join(offending[:10])
     assert level_wide > 1000  # the check sees the level code (it is not vacuous)
+
+
+_QEMU_CHECK = r"""
+import sys
+import numpy as np
+import torch
+import meanspot_fused as mf
+from meanspot_fused.features import tvl1_flow
+ref = np.load(sys.argv[1])
+model = mf.MeanSpot(cbam="all").eval()
+x = [torch.from_numpy(ref[k]) for k in ("u", "v", "os")]
+with torch.no_grad():
+    err = float((mf.fuse(model, mode="network")(*x).double() - model.double()(*[t.double() for t in x])).abs().max())
+flow, it = tvl1_flow(ref["prev"], ref["next"], return_iterations=True)
+print("RESULT", mf.cpu_capability(), err, bool(np.array_equal(flow.numpy(), ref["flow"])),
+      it[:, 0].tolist() == ref["it"].tolist())
+"""
+
+
+@pytest.mark.skipif(not X86 or shutil.which("qemu-x86_64") is None,
+                    reason="needs x86-64 and qemu-user (Debian: qemu-user) to emulate older CPUs")
+@pytest.mark.parametrize("cpu_model,level", [("Haswell", "AVX2"), ("SandyBridge", "DEFAULT")])
+def test_same_binary_on_an_older_cpu(tmp_path, cpu_model, level):
+    # The binary built here, run by qemu's emulation of a CPU without AVX-512
+    # (Haswell: AVX2 + FMA) or without AVX2 and FMA (Sandy Bridge): it chooses
+    # the level that CPU has, runs without an illegal instruction, and gives
+    # the flow of this machine's native level bit for bit (same iteration
+    # counts) and the network within float32 rounding of float64.
+    frames, _ = synthetic.face_video(6, drift=0.05, noise=1.0, seed=3)
+    prev = np.ascontiguousarray(np.asarray(frames[:2])[:, 32:96, 32:96])
+    nxt = np.ascontiguousarray(np.asarray(frames[3:5])[:, 32:96, 32:96])
+    flow, it = tvl1_flow(prev, nxt, return_iterations=True)
+    gen = torch.Generator().manual_seed(1)
+    maps = {k: torch.rand(4, 1, 42, 42, generator=gen).numpy() for k in ("u", "v", "os")}
+    np.savez(tmp_path / "ref.npz", prev=prev, next=nxt, flow=flow.numpy(), it=it[:, 0].numpy(), **maps)
+    script = tmp_path / "check.py"
+    script.write_text(_QEMU_CHECK)
+    # The interpreter binary itself (pyenv and venvs put scripts or links in front).
+    python = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    env.pop("MEANSPOT_CPU_CAPABILITY", None)
+    r = subprocess.run(["qemu-x86_64", "-cpu", cpu_model, python, str(script), str(tmp_path / "ref.npz")],
+                       capture_output=True, text=True, env=env, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    line = next(l for l in r.stdout.splitlines() if l.startswith("RESULT"))
+    _, got_level, err, same_flow, same_iterations = line.split()
+    assert got_level == level
+    assert float(err) < 1e-5  # float32 network vs float64 reference (test_fuse.py's tolerance is 1e-4)
+    assert same_flow == "True" and same_iterations == "True"

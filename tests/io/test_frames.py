@@ -1,6 +1,5 @@
 """Frames, face boxes, crops and landmarks, checked against OpenCV called directly."""
 import os
-import types
 
 import numpy as np
 import pytest
@@ -10,6 +9,8 @@ cv2 = pytest.importorskip("cv2")
 from meanspot_fused.io import frames as fr  # noqa: E402
 from meanspot_fused.io.frames import (FramesError, crop_faces, detect_face, iter_frames, load_landmarks,  # noqa: E402
                                       parse_face_box, predict_landmarks, read_frames)
+
+from helpers import FakeRect, fake_dlib  # noqa: E402
 
 
 def pattern(t, height=48, width=64):
@@ -182,52 +183,6 @@ def test_haar_cascade_finds_the_astronaut(monkeypatch):
     assert detect_face(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), cascade_path=cascade) == (x, y, w, h)
     with pytest.raises(FramesError, match="no face found"):
         detect_face(np.full((200, 200), 128, np.uint8), cascade_path=cascade)
-
-
-class FakeRect:
-    def __init__(self, left, top, right, bottom):
-        self._v = (left, top, right, bottom)
-
-    def left(self):
-        return self._v[0]
-
-    def top(self):
-        return self._v[1]
-
-    def right(self):
-        return self._v[2]
-
-    def bottom(self):
-        return self._v[3]
-
-
-def fake_dlib(rects=(), calls=None):
-    """A stand-in for dlib that records how it is called."""
-    calls = [] if calls is None else calls
-
-    def get_frontal_face_detector():
-        def detect(image, upsample):
-            calls.append(("detect", image.shape, upsample))
-            return list(rects)
-        return detect
-
-    class Shape:
-        num_parts = 68
-
-        def part(self, i):
-            return types.SimpleNamespace(x=i, y=2 * i + 1)
-
-    def shape_predictor(path):
-        calls.append(("predictor", path))
-
-        def predict(image, rect):
-            calls.append(("predict", image.shape, rect))
-            return Shape()
-        return predict
-
-    module = types.SimpleNamespace(get_frontal_face_detector=get_frontal_face_detector,
-                                   shape_predictor=shape_predictor, rectangle=lambda *v: v)
-    return module, calls
 
 
 def test_detect_face_with_dlib_converts_rectangles(monkeypatch):

@@ -227,7 +227,7 @@ def test_video_file_and_image_folder_inputs(clip, tmp_path):
 
 def test_dlib_paths_detect_face_and_predict_landmarks(clip, tmp_path, monkeypatch):
     """Without --landmarks, dlib's predictor runs on the first crop; without a box, dlib's detector."""
-    from test_frames import FakeRect, fake_dlib
+    from helpers import FakeRect, fake_dlib
 
     d, frames, _ = clip
     canvas = np.zeros((len(frames), 160, 160, 3), np.uint8)
@@ -321,6 +321,8 @@ def test_dataset_preset_sets_k(clip, tmp_path):
     ("no face", "no face found on the frame"),
     ("missing model", "does not exist"),
     ("missing input", "no such file or folder"),
+    # The missing file is reported, not the landmarks the command also lacks.
+    ("missing input, no landmarks", "none.npy': no such file or folder"),
     ("no k", "give the pair distance --k K, or --dataset"),
     ("same names", "would both write clip/"),
     ("empty boxes", "empty eyes box"),
@@ -348,7 +350,7 @@ def test_bad_input_exits_2_and_writes_nothing(clip, tmp_path, capsys, monkeypatc
     elif case == "recog only model":
         model = d / "recog.pt"
     elif case == "no face":
-        from test_frames import fake_dlib
+        from helpers import fake_dlib
         monkeypatch.setattr(fr, "_import_dlib", lambda: fake_dlib([])[0])
         np.save(src / "wide.npy", np.zeros((10, 150, 150), np.uint8))
         inputs = [src / "wide.npy"]
@@ -356,6 +358,8 @@ def test_bad_input_exits_2_and_writes_nothing(clip, tmp_path, capsys, monkeypatc
         model = src / "none.pt"
     elif case == "missing input":
         inputs = [src / "none.npy"]
+    elif case == "missing input, no landmarks":
+        inputs, extra = [src / "none.npy"], []
     elif case == "no k":
         k = []
     elif case == "same names":
@@ -376,7 +380,8 @@ def test_bad_input_exits_2_and_writes_nothing(clip, tmp_path, capsys, monkeypatc
     assert code == 2
     import re
     assert re.search(message, capsys.readouterr().err), case
-    assert not out.exists() or os.listdir(out) == [] if case != "out is a file" else out.read_text() == "not a folder"
+    # Nothing behind, not even an empty output folder (k too large used to leave one).
+    assert not out.exists() if case != "out is a file" else out.read_text() == "not a folder"
 
 
 def test_a_failing_video_does_not_stop_the_others(clip, tmp_path, capsys):
@@ -434,7 +439,7 @@ def mean_composition(brow_video):
 
 
 def test_published_model_finds_the_injected_events_as_mean_does(brow_video, mean_composition, tmp_path):
-    from test_spotting import mean_spotting
+    from helpers import mean_spotting
 
     d, _, truth = brow_video
     out = tmp_path / "out"

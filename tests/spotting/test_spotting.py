@@ -13,35 +13,12 @@ from meanspot_fused import spotting
 from meanspot_fused.spotting import evaluation as spotting_evaluation
 from meanspot_fused.spotting import intervals as spotting_intervals
 
-from helpers import ROOT
+from helpers import ROOT, mean_spotting
 from meanspot_fused.spotting.evaluation import evaluate, iou, megc_counts
 from meanspot_fused.spotting.intervals import (find_intervals, k_p_from_ground_truth, moilanen_threshold, recognise,
                                                smooth, spot_scores)
 
 scipy_signal = pytest.importorskip("scipy.signal")
-
-
-def mean_spotting(scores, k_p, p, spot_multiple):
-    """MEAN's training_utils.spotting for one video, as PIPELINE.md section 4 states it.
-
-    Returns the (onset, offset, apex) rows MEAN appends to ``preds`` (columns
-    0, 2 and 6 of its 7-column rows), dummy [0, 0] included.
-    """
-    y = np.asarray(scores, dtype=np.float64)
-    box = np.ones(k_p * 2) / (k_p * 2)
-    score_plot_agg = np.convolve(y, box, mode="same")
-    threshold = score_plot_agg.mean() + p * (max(score_plot_agg) - score_plot_agg.mean())
-    preds = []
-    if spot_multiple:
-        peaks, _ = scipy_signal.find_peaks(score_plot_agg, height=threshold, distance=k_p)
-        if len(peaks) == 0:
-            preds.append([0, 0, 0])
-        for peak in peaks:
-            preds.append([peak - k_p, peak + k_p, peak])
-    else:
-        peak = np.where(score_plot_agg == max(score_plot_agg))[0][0]
-        preds.append([peak - k_p, peak + k_p, peak])
-    return np.array(preds, dtype=np.int64).reshape(-1, 3), score_plot_agg, threshold
 
 
 def random_curve(rng, length):
@@ -384,6 +361,17 @@ def test_plot_scores_writes_a_png(tmp_path):
     assert os.listdir(tmp_path) == ["scores.png"]
     with pytest.raises(ValueError, match=r"gt must have shape \(K, 2\)"):
         plot_scores(path, smoothed, 0.5, intervals, gt=[1, 2, 3])
+
+
+def test_plot_axis_counts_pairs_not_frames():
+    # The curve has one value per pair (i, i + k): its axis is the pair index
+    # (it was labelled "Frame").
+    pytest.importorskip("matplotlib")
+    from meanspot_fused.io.plots import score_figure
+
+    ax = score_figure(np.linspace(0, 1, 30), 0.5, [[3, 8, 5]]).axes[0]
+    assert ax.get_xlabel() == "Pair index i (frames i and i + k)"
+    assert ax.get_xlim()[1] == 29  # the last pair index
 
 
 # --------------------------------------------------------------------------------------------

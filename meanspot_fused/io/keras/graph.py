@@ -7,6 +7,10 @@
 * :class:`_GraphWalker`: the **graph** strategy of ``load_keras``: walks the
   graph from the three inputs along MEAN-Spot's structure, checking every
   layer, into a :class:`~.mapping._Plan`.
+
+About 540 lines, on purpose: the walker and the graph it walks are one piece
+(each step of the walk asks the graph about the layer's neighbours), and
+splitting them would put half of each rule in another file.
 """
 from __future__ import annotations
 
