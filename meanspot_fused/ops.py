@@ -5,8 +5,7 @@ Each op is found by its name in four places: its schema and checks in
 ``csrc/cpu/kernels/``), its CUDA kernel in ``csrc/cuda/<op>_cuda.cu``, and its
 Python wrapper and fake kernel in the stage's ``ops`` module
 (:mod:`meanspot_fused.network.ops`, :mod:`meanspot_fused.features.ops`), all
-re-exported here. (``channel_pool`` and ``spatial_pool`` share the
-``cbam_pool`` files.)
+re-exported here.
 """
 from .features.ops import mean_roi_features, tvl1_flow
 from .network.ops import cbam, channel_pool, conv_block, meanspot_net, spatial_pool

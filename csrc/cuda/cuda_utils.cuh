@@ -141,6 +141,14 @@ struct Strides4 {
 
 inline Strides4 strides_of(const at::Tensor& x) { return {x.stride(0), x.stride(1), x.stride(2), x.stride(3)}; }
 
+// Geometry of x for the pooling kernels (channel_pool, spatial_pool): `channels` planes of height x width per
+// sample, element strides `stride`.
+struct PoolShape {
+  int channels, height, width;
+  gpu::Strides4 stride;
+};
+
+
 // Position (n, c, h, w) of the linear indices first, first + step, first +
 // 2 step, ... of a row-major (N, C, H, W) index space (N unbounded), advanced
 // without a division per step. The grid-, block- and warp-stride loops of the

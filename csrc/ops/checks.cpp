@@ -26,4 +26,10 @@ void check_pool_input(const at::Tensor& x, const char* op) {
               x.scalar_type());
 }
 
+void check_cpu_float_input(const at::Tensor& x, const char* op) {
+  TORCH_CHECK(x.device().is_cpu(), op, ": x must be a CPU tensor here, got ", x.device());
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, op,
+              ": on CPU x must be float32 or float64, got ", x.scalar_type());
+}
+
 }  // namespace meanspot

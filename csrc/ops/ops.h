@@ -20,6 +20,9 @@ void check_conv_block_args(const at::Tensor& x, const at::Tensor& weight, const 
 // x: (N, C, H, W) with C, H, W >= 1.
 void check_pool_input(const at::Tensor& x, const char* op);
 
+// The CPU entries' own guard: x on the CPU, float32 or float64 (what the CPU kernels take).
+void check_cpu_float_input(const at::Tensor& x, const char* op);
+
 // x: (N, C, H, W); mlp_w1: (hidden, C); mlp_b1: (hidden); mlp_w2: (C, hidden);
 // mlp_b2: (C); spatial_weight: (1, 2, K, K), K odd; pool >= 1 divides H and W.
 void check_cbam_args(const at::Tensor& x, const at::Tensor& mlp_w1, const at::Tensor& mlp_b1,

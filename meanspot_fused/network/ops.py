@@ -122,8 +122,10 @@ def cbam(x: torch.Tensor, mlp_w1: torch.Tensor, mlp_b1: torch.Tensor, mlp_w2: to
     _check_shape("mlp_b1", mlp_b1, (hidden,))
     _check_shape("mlp_w2", mlp_w2, (c, hidden))
     _check_shape("mlp_b2", mlp_b2, (c,))
-    _check_shape("spatial_weight", spatial_weight, (1, 2) + tuple(spatial_weight.shape[2:]))
-    _check_odd_square("spatial_weight", spatial_weight)
+    sw = tuple(spatial_weight.shape)
+    if sw[:2] != (1, 2) or sw[2] != sw[3] or sw[2] % 2 == 0:
+        # The C++ check's wording (csrc/ops/cbam.cpp).
+        raise InputError(f"spatial_weight must have shape (1, 2, K, K) with K odd, got {sw}")
     _check_pool(pool, x)
     return _ops.cbam(x, mlp_w1, mlp_b1, mlp_w2, mlp_b2, spatial_weight, float(spatial_scale), float(spatial_shift),
                      pool)

@@ -72,7 +72,8 @@ def test_conv_block_errors(over, msg):
         _cpp_call("conv_block", args)
     if (over, msg) in CONV_CASES_CPP_ONLY:
         return
-    with pytest.raises((TypeError, ValueError)):
+    # One wording: the Python wrapper says what the C++ check says.
+    with pytest.raises((TypeError, ValueError), match=msg):
         ops.conv_block(**args)
 
 
@@ -81,7 +82,7 @@ def test_cbam_errors(over, msg):
     args = cbam_args(**over)
     with pytest.raises(RuntimeError, match=msg):
         _cpp_call("cbam", args)
-    with pytest.raises((TypeError, ValueError)):
+    with pytest.raises((TypeError, ValueError), match=msg):
         ops.cbam(**args)
 
 
@@ -96,7 +97,7 @@ def test_pool_errors(op, x, msg):
     with pytest.raises(RuntimeError, match=msg):
         getattr(torch.ops.meanspot_fused, op)(x)
     if x.dim() != 4 or not x.is_floating_point():
-        with pytest.raises((TypeError, ValueError)):
+        with pytest.raises((TypeError, ValueError), match=msg):
             getattr(ops, op)(x)
 
 
