@@ -133,9 +133,9 @@ class BuildLevels(BuildExtension):
                 _check_level_object(obj, level)
             ext.extra_objects = [o for o in ext.extra_objects if f"{os.sep}{level}{os.sep}" not in o] + objects
         super().build_extension(ext)
-        self._write_build_info(ext, base)
+        self._write_build_info(ext)
 
-    def _write_build_info(self, ext, base):
+    def _write_build_info(self, ext):
         """meanspot_fused/_build_info.json: how this binary was built, for benchmark records."""
         try:
             compiler = subprocess.run([self.compiler.compiler_so[0], "--version"], capture_output=True,
@@ -144,7 +144,7 @@ class BuildLevels(BuildExtension):
             compiler = "unknown"
         info = {"torch": torch.__version__, "cuda": torch.version.cuda, "compiler": compiler,
                 "machine": platform.machine(), "host_flags": ext.extra_compile_args["cxx"],
-                "cpu_levels": {level: flags for level, flags in _cpu_levels().items()},
+                "cpu_levels": _cpu_levels(),
                 "cuda_kernels": "nvcc" in ext.extra_compile_args and bool(ext.extra_compile_args.get("nvcc"))}
         targets = {os.path.join(self.build_lib, "meanspot_fused")}
         if self.inplace or getattr(self, "editable_mode", False):

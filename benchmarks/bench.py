@@ -56,10 +56,9 @@ except ImportError:  # running from a checkout that is not installed
 from meanspot_fused import MeanSpot, fuse
 
 sys.path.insert(0, str(HERE))
-# The machine record and results files every benchmark shares (re-exported:
-# the other scripts import them from here too).
-from common import cpu_description, device_description, fma_peak, git_state as _git_state  # noqa: E402,F401
-from common import loadavg as _loadavg, machine_record, save_results, version as _version  # noqa: E402,F401
+# The machine record and results files every benchmark shares.
+from common import device_description, fma_peak, git_state as _git_state, loadavg as _loadavg  # noqa: E402
+from common import machine_record, save_results, version as _version  # noqa: E402
 from meanspot_fused.network.reference import BRANCH_FILTERS, HEAD_FILTERS, HEADS, INPUT_SIZE, PLACEMENTS
 
 # ``meanspot_fused.network.fuse`` the attribute is the function; the submodule holds MODES.

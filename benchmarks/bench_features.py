@@ -53,7 +53,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 from common import fma_peak, save_results  # noqa: E402
-from real_faces import add_data_options, real_face_pairs  # noqa: E402
+from real_faces import add_data_options, data_kinds, real_face_pairs  # noqa: E402
 from meanspot_fused.features import mean_features, synthetic, tvl1_flow  # noqa: E402
 from meanspot_fused.features import reference as R  # noqa: E402
 
@@ -65,9 +65,6 @@ FLOP_PER_PIXEL_ITERATION = 48
 FLOP_PER_PIXEL_WARP = 3 * 2 * 20 + 40
 # Per pixel and outer iteration: two 5x5 medians (about 2 x 150 min/max).
 OPS_PER_PIXEL_MEDIAN = 300
-# The CPU floor is quoted against the fp32 FMA ceiling measured at the kernels'
-# level with the benchmark's threads (common.fma_peak), set in main().
-CPU_PEAK_GFLOPS = None
 
 
 def pairs(n: int, seed: int = 0):
@@ -135,7 +132,7 @@ def iterations(counts: np.ndarray) -> dict:
     return dict(median=float(np.median(counts)), max=int(counts.max()), mean=float(counts.mean()))
 
 
-def measure(a, b, lm, args, device: str, threads: int, batches) -> dict:
+def measure(a, b, lm, args, device: str, threads: int, batches, peak_gflops) -> dict:
     """Every implementation on one kind of data; rows (impl, batch, pairs/s, iterations of the pairs timed)."""
     import cv2
     n = len(a)
@@ -159,7 +156,8 @@ def measure(a, b, lm, args, device: str, threads: int, batches) -> dict:
     levels_px = float(sum(h * w for h, w in [(128, 128), (102, 102), (82, 82), (66, 66), (53, 53)]))
     flop = pixel_iters * FLOP_PER_PIXEL_ITERATION + 5 * levels_px * FLOP_PER_PIXEL_WARP
     median_ops = pixel_iters / 30 * OPS_PER_PIXEL_MEDIAN  # an outer iteration per (at most) 30 inner ones
-    floor_pairs_s = CPU_PEAK_GFLOPS * 1e9 / (flop + median_ops) if CPU_PEAK_GFLOPS else float("nan")
+    # The CPU floor: the work over the fp32 FMA ceiling measured at the kernels' level (common.fma_peak).
+    floor_pairs_s = peak_gflops * 1e9 / (flop + median_ops) if peak_gflops else float("nan")
 
     it_sel, it_all = iterations(counts[sel, 0]), iterations(counts[:, 0])
     rows = [("opencv-1t", "-", time_opencv(sa, sb, 1), it_sel),
@@ -185,7 +183,7 @@ def measure(a, b, lm, args, device: str, threads: int, batches) -> dict:
     return dict(rows=rows, best_cv=max(r[2] for r in rows[:3]), pairs=n, opencv_pairs=m,
                 inner_iterations=it_all, opencv_pairs_inner_iterations=it_sel,
                 mean_pixel_iterations=pixel_iters, flop_per_pair=flop, median_ops_per_pair=median_ops,
-                cpu_floor_pairs_per_s=floor_pairs_s, flow_epe_mean=float(epe.mean()),
+                cpu_peak_gflops=peak_gflops, cpu_floor_pairs_per_s=floor_pairs_s, flow_epe_mean=float(epe.mean()),
                 flow_epe_p99=float(np.percentile(epe, 99)), features_absdiff_mean=float(fdiff.mean()),
                 features_absdiff_max=float(fdiff.max()), landmarks=np.asarray(lm).tolist())
 
@@ -204,7 +202,7 @@ def describe(kind: str, source: dict, r: dict) -> str:
     return (f"- **{kind}**: {where}. Work per pair (our op): inner iterations median {it['median']:.0f}, max "
             f"{it['max']}, mean {it['mean']:.0f}; {r['mean_pixel_iterations'] / 1e6:.2f} M pixel-iterations, about "
             f"{r['flop_per_pair'] / 1e6:.0f} MFLOP + {r['median_ops_per_pair'] / 1e6:.0f} M median min/max; CPU floor "
-            f"at {CPU_PEAK_GFLOPS or float('nan'):.0f} GFLOP/s (measured FMA ceiling of the level): {r['cpu_floor_pairs_per_s']:,.0f} pairs/s. Accuracy on the "
+            f"at {r['cpu_peak_gflops'] or float('nan'):.0f} GFLOP/s (measured FMA ceiling of the level): {r['cpu_floor_pairs_per_s']:,.0f} pairs/s. Accuracy on the "
             f"{r['opencv_pairs']} OpenCV pairs (mean inner iterations "
             f"{r['opencv_pairs_inner_iterations']['mean']:.0f}): flow endpoint error vs OpenCV mean {r['flow_epe_mean']:.4f} px, p99 "
             f"{r['flow_epe_p99']:.4f} px; features vs MEAN's preProcess (OpenCV flow) mean |diff| "
@@ -222,14 +220,11 @@ def main(argv=None) -> int:
     ap.add_argument("--min-time", type=float, default=2.0, help="seconds per measurement of our ops")
     ap.add_argument("--out", default=str(HERE / "results"), help="folder for the JSON and Markdown results")
     args = ap.parse_args(argv)
-    kinds = [k.strip() for k in args.data.split(",") if k.strip()]
-    if not kinds or any(k not in ("real", "synthetic") for k in kinds):
-        ap.error(f"--data: a comma list of real and synthetic, got {args.data!r}")
+    kinds = data_kinds(ap, args)
     batches = [int(b) for b in args.batches.split(",")]
     threads = torch.get_num_threads()
-    global CPU_PEAK_GFLOPS
     import meanspot_fused
-    CPU_PEAK_GFLOPS = fma_peak(meanspot_fused.cpu_capability(), threads)
+    peak_gflops = fma_peak(meanspot_fused.cpu_capability(), threads)
     device = args.device
     if device == "cuda" and not torch.cuda.is_available():
         print("bench_features: --device cuda but no GPU is visible", file=sys.stderr)
@@ -239,7 +234,7 @@ def main(argv=None) -> int:
     results, sources = {}, {}
     for kind in kinds:
         a, b, lm, sources[kind] = load_data(kind, args.pairs, args.clip)
-        results[kind] = measure(a, b, lm, args, device, threads, batches)
+        results[kind] = measure(a, b, lm, args, device, threads, batches, peak_gflops)
 
     info = dict(date=datetime.datetime.now().isoformat(timespec="seconds"), command=" ".join(map(shlex.quote, sys.argv)),
                 arch=platform.machine(), cpu_count=os.cpu_count(), torch_threads=threads,

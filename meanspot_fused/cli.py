@@ -146,9 +146,7 @@ def _run_features(args: argparse.Namespace) -> int:
         start = time.perf_counter()
         feats = video_features(torch.from_numpy(frames).to(device), args.k, landmarks, batch_size=args.batch_size,
                                progress=not args.quiet).cpu().numpy()
-    except DeviceError:
-        raise
-    except (FramesError, ValueError, TypeError) as e:
+    except (FramesError, ValueError, TypeError) as e:  # a DeviceError (RuntimeError) goes to _run: exit 4
         return fail(str(e))
     seconds = time.perf_counter() - start
 

@@ -18,9 +18,7 @@ at::Tensor cbam_cpu(const at::Tensor& x_in, const at::Tensor& mlp_w1_in, const a
                     double spatial_scale, double spatial_shift, int64_t pool) {
   constexpr const char* op = "meanspot_fused.cbam";
   check_cbam_args(x_in, mlp_w1_in, mlp_b1_in, mlp_w2_in, mlp_b2_in, spatial_weight_in, pool);
-  TORCH_CHECK(x_in.device().is_cpu(), op, ": x must be a CPU tensor here, got ", x_in.device());
-  TORCH_CHECK(x_in.scalar_type() == at::kFloat || x_in.scalar_type() == at::kDouble, op,
-              ": on CPU x must be float32 or float64, got ", x_in.scalar_type());
+  check_cpu_float_input(x_in, op);
   const at::Tensor x = x_in.contiguous(), w1 = mlp_w1_in.contiguous(), b1 = mlp_b1_in.contiguous(),
                    w2 = mlp_w2_in.contiguous(), b2 = mlp_b2_in.contiguous(),
                    sw = spatial_weight_in.contiguous();

@@ -16,10 +16,7 @@ at::Tensor conv_block_cpu(const at::Tensor& x_in, const at::Tensor& weight_in, c
                           const c10::optional<at::Tensor>& scale_in, const c10::optional<at::Tensor>& shift_in,
                           int64_t pool) {
   check_conv_block_args(x_in, weight_in, bias_in, scale_in, shift_in, pool);
-  TORCH_CHECK(x_in.device().is_cpu(), "meanspot_fused.conv_block: x must be a CPU tensor here, got ",
-              x_in.device());
-  TORCH_CHECK(x_in.scalar_type() == at::kFloat || x_in.scalar_type() == at::kDouble,
-              "meanspot_fused.conv_block: on CPU x must be float32 or float64, got ", x_in.scalar_type());
+  check_cpu_float_input(x_in, "meanspot_fused.conv_block");
   // Kernels index dense (C, H, W) planes: any input layout is made contiguous here.
   const at::Tensor x = x_in.contiguous(), weight = weight_in.contiguous(), bias = bias_in.contiguous();
   const at::Tensor scale = scale_in.has_value() ? scale_in->contiguous() : at::Tensor();

@@ -11,10 +11,9 @@ import torch
 
 from .. import _C  # noqa: F401  (import registers the ops with the dispatcher)
 from ..errors import InputError, InputTypeError
-
 # The TV-L1 op's wrapper and fake kernel live beside the solver's documentation
 # (flow.py); the stage's ops are all reachable from here.
-from .flow import tvl1_flow  # noqa: E402
+from .flow import tvl1_flow
 
 __all__ = ["tvl1_flow", "mean_roi_features", "check_boxes", "OUT_SIZE"]
 
