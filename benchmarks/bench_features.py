@@ -20,7 +20,10 @@ The implementations:
 * ``mean-preprocess``            MEAN's whole preProcess (OpenCV flow + cartToPolar + pandas strain
                                  + normalize + resize) pair by pair, 2 OpenCV threads;
 * ``tvl1_flow`` / ``mean_features``  meanspot_fused on all threads (``torch.get_num_threads()``), at
-                                 each batch size; on CUDA too when a GPU is present (``--device cuda``).
+                                 each batch size; on CUDA too when a GPU is present (``--device cuda``);
+                                 tvl1_flow with each OpenCV line's remap (``opencv4``, ``opencv5``; their
+                                 flows differ, so do their iterations), mean_features with the remap of
+                                 the installed OpenCV (the one its accuracy is measured against).
 
 The solver stops when the flow settles, so its work depends on the pairs: beside
 each row's pairs/s stand the inner iterations per pair (all pyramid levels, as
@@ -55,6 +58,7 @@ sys.path.insert(0, str(HERE))
 from common import fma_peak, save_results  # noqa: E402
 from real_faces import add_data_options, data_kinds, real_face_pairs  # noqa: E402
 from meanspot_fused.features import mean_features, synthetic, tvl1_flow  # noqa: E402
+from meanspot_fused.features.flow import REMAPS  # noqa: E402
 from meanspot_fused.features import reference as R  # noqa: E402
 
 # Floating-point operations per pixel and inner iteration, counted in
@@ -142,14 +146,17 @@ def measure(a, b, lm, args, device: str, threads: int, batches, peak_gflops) -> 
     sa, sb = np.ascontiguousarray(a[sel]), np.ascontiguousarray(b[sel])
     m = len(sel)
 
-    # Accuracy on the timed pairs, and the work our op did on every pair.
+    # Accuracy on the timed pairs (our flow with the installed OpenCV line's remap), and the work our op did
+    # on every pair with each line's remap (the lines' flows differ, so do their iteration counts).
     cv2.setNumThreads(threads)
-    flow, counts = tvl1_flow(a, b, return_iterations=True)
-    counts = counts.numpy()
+    installed = R.installed_remap()
+    line_counts = {remap: tvl1_flow(a, b, return_iterations=True, remap=remap)[1].numpy() for remap in REMAPS}
+    flow = tvl1_flow(a, b, remap=installed)
+    counts = line_counts[installed]
     cvflow = np.stack([np.moveaxis(cv2.optflow.DualTVL1OpticalFlow_create().calc(sa[i], sb[i], None), -1, 0)
                        for i in range(m)])
     epe = np.sqrt(((flow.numpy()[sel] - cvflow) ** 2).sum(axis=1))
-    feats = mean_features(sa, sb, lm).numpy().transpose(0, 2, 3, 1)
+    feats = mean_features(sa, sb, lm, remap=installed).numpy().transpose(0, 2, 3, 1)
     ref = np.stack([R.mean_preprocess(sa[i], sb[i], lm, flow=np.moveaxis(cvflow[i], 0, -1)) for i in range(m)])
     fdiff = np.abs(feats - ref)
     pixel_iters = float(counts[:, 1].mean())
@@ -175,11 +182,14 @@ def measure(a, b, lm, args, device: str, threads: int, batches, peak_gflops) -> 
         size = max(batch, n)
         reps = -(-size // n)
         xa, xb = dev_a.repeat(reps, 1, 1)[:size], dev_b.repeat(reps, 1, 1)[:size]
-        timed = iterations(np.resize(counts[:, 0], size))
-        rows.append((f"tvl1_flow ({device})", batch, time_ours(tvl1_flow, xa, xb, batch, device, args.min_time),
-                     timed))
-        rows.append((f"mean_features ({device})", batch,
-                     time_ours(lambda x, y: mean_features(x, y, lm), xa, xb, batch, device, args.min_time), timed))
+        for remap in REMAPS:
+            timed = iterations(np.resize(line_counts[remap][:, 0], size))
+            rows.append((f"tvl1_flow {remap} ({device})", batch,
+                         time_ours(lambda x, y: tvl1_flow(x, y, remap=remap), xa, xb, batch, device, args.min_time),
+                         timed))
+        rows.append((f"mean_features {installed} ({device})", batch,
+                     time_ours(lambda x, y: mean_features(x, y, lm, remap=installed), xa, xb, batch, device,
+                               args.min_time), iterations(np.resize(counts[:, 0], size))))
     return dict(rows=rows, best_cv=max(r[2] for r in rows[:3]), pairs=n, opencv_pairs=m,
                 inner_iterations=it_all, opencv_pairs_inner_iterations=it_sel,
                 mean_pixel_iterations=pixel_iters, flop_per_pair=flop, median_ops_per_pair=median_ops,

@@ -56,6 +56,7 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 from common import cpu_description, device_description, git_state as _git_state, save_results  # noqa: E402
 from meanspot_fused.features import synthetic, tvl1_flow  # noqa: E402
+from meanspot_fused.features.reference import installed_remap  # noqa: E402
 from meanspot_fused.pipeline import SpotSettings, spot_videos  # noqa: E402
 from real_faces import add_data_options, data_kinds, real_face_crops  # noqa: E402
 
@@ -81,7 +82,9 @@ def model_file(workdir: str) -> tuple:
 def run_ours(video: str, model: str, workdir: str, landmarks: str, device: str, batch_size: int,
              repeats: int) -> dict:
     """``spot`` on ``video`` ``repeats`` times; stage seconds summed over the passes (model loading excluded)."""
-    settings = SpotSettings(k=K, k_p=K_P, landmarks=landmarks, device=device, batch_size=batch_size)
+    # The OpenCV line MEAN's composition runs here (the installed cv2), so the scores can be compared.
+    settings = SpotSettings(k=K, k_p=K_P, landmarks=landmarks, device=device, batch_size=batch_size,
+                            remap=installed_remap())
     seconds = {}
     for r in range(repeats):
         out = os.path.join(workdir, f"out{r}")
@@ -127,7 +130,7 @@ def run_mean(crops: np.ndarray, lm: np.ndarray, model: str, mean_pairs: int, rep
     find_peaks(agg, height=threshold, distance=K_P)
     spotting_s = time.perf_counter() - t0
     # The solver's work on the same pairs (our op is bit-exact with OpenCV's: the same iterations).
-    _, counts = tvl1_flow(crops[idx], crops[idx + K], return_iterations=True)
+    _, counts = tvl1_flow(crops[idx], crops[idx + K], return_iterations=True, remap=installed_remap())
     inner = counts[:, 0].numpy()
     return dict(pairs_computed=len(idx), pair_index=idx, scores=scores[:len(idx)],
                 seconds=dict(features=feature_s, network=network_s, spotting=spotting_s,

@@ -42,7 +42,17 @@ struct Params {
   int inner;          // inner iterations per outer iteration
   int outer;          // outer iterations per warping
   int median;         // median filter size: 0 or 1 (off), 3 or 5
+  int remap;          // bicubic remap of the warps: a Remap
 };
+
+// Which OpenCV's cv::remap(INTER_CUBIC) the warps reproduce (PIPELINE.md
+// section 3b); everything else in the solver is the same in every line.
+//   kRemapOpenCV4:   4.0 to 4.13 (MEAN's 4.5.1): scalar remapBicubic;
+//   kRemapOpenCV414: 4.14's x86-64 wheel on an FMA CPU: the same grid, weights
+//                    and border, the interior of one-channel float images
+//                    summed by its SIMD path (remapBicubicC1wp_run);
+//   kRemapOpenCV5:   5.x: exact fractions, separable fused accumulation.
+enum Remap : int { kRemapOpenCV4 = 0, kRemapOpenCV414 = 1, kRemapOpenCV5 = 2 };
 
 // Smallest side a pyramid level may have (OpenCV drops smaller levels).
 constexpr int kMinLevelSide = 16;
@@ -237,6 +247,87 @@ TVL1_HD void warp_taps(int x, int y, float u1, float u2, int h, int w, int& x0, 
   y0 = int(fy) - 1;
   cubic_weights(sub(mx, fx), wx);
   cubic_weights(sub(my, fy), wy);
+}
+
+// --- OpenCV 4.x's bicubic remap (imgproc/src/imgwarp.cpp, 4.x line) ------------------------------------------
+// 4.x quantises each map coordinate to a 1/32-pixel grid, X = cvRound(x * 32)
+// (half to even), takes the first tap at (X >> 5) - 1 and the weights from a
+// 32 x 32 table of products of 1-D coefficients; it sums plain products (its
+// generic code is built without FMA), row by row, and at the border adds the
+// taps inside the image one by one onto 0 (BORDER_CONSTANT, value 0).
+
+constexpr int kLegacyTabBits = 5;
+constexpr int kLegacyTabSize = 1 << kLegacyTabBits;
+
+// OpenCV 4's interpolateCubic at x = k / 32, k in [0, 32): the four 1-D
+// coefficients in its order of operations, each step rounded to float.
+TVL1_HD void legacy_cubic_coeffs(int k, float c[4]) {
+  const float A = -0.75f;
+  const float x = mul(1.f / kLegacyTabSize, float(k));
+  const float x1 = add(x, 1.f);
+  c[0] = sub(mul(add(mul(sub(mul(A, x1), 5.f * A), x1), 8.f * A), x1), 4.f * A);
+  c[1] = add(mul(mul(sub(mul(A + 2.f, x), A + 3.f), x), x), 1.f);
+  const float r = sub(1.f, x);
+  c[2] = add(mul(mul(sub(mul(A + 2.f, r), A + 3.f), r), r), 1.f);
+  c[3] = sub(sub(sub(1.f, c[0]), c[1]), c[2]);
+}
+
+// The taps of the 4.x warp of pixel (x, y) by (u1, u2) on an h x w level:
+// first tap (x0, y0), the 2-D weights w[i * 4 + j] = cy[i] * cx[j] (row i,
+// column j; one float product, as 4.x's table holds them) and whether all
+// 16 taps lie inside the level (4.x's interior test; when false, taps outside
+// must read 0 and the taps are summed in order by legacy_border_sum).
+TVL1_HD bool legacy_warp_taps(int x, int y, float u1, float u2, int h, int w, int& x0, int& y0, float wt[16]) {
+#ifdef __CUDA_ARCH__
+  const int qx = __float2int_rn(mul(clamp_warp(add(float(x), u1), w), float(kLegacyTabSize)));
+  const int qy = __float2int_rn(mul(clamp_warp(add(float(y), u2), h), float(kLegacyTabSize)));
+#else
+  const int qx = int(std::nearbyint(mul(clamp_warp(add(float(x), u1), w), float(kLegacyTabSize))));
+  const int qy = int(std::nearbyint(mul(clamp_warp(add(float(y), u2), h), float(kLegacyTabSize))));
+#endif
+  x0 = (qx >> kLegacyTabBits) - 1;  // arithmetic shift: floor for negative positions too
+  y0 = (qy >> kLegacyTabBits) - 1;
+  float cx[4], cy[4];
+  legacy_cubic_coeffs(qx & (kLegacyTabSize - 1), cx);
+  legacy_cubic_coeffs(qy & (kLegacyTabSize - 1), cy);
+  for (int i = 0; i < 4; ++i)
+    for (int j = 0; j < 4; ++j) wt[i * 4 + j] = mul(cy[i], cx[j]);
+  return unsigned(x0) < unsigned(w > 3 ? w - 3 : 0) && unsigned(y0) < unsigned(h > 3 ? h - 3 : 0);
+}
+
+// 4.x's interior sum of one 4 x 4 patch v (row-major, as wt): each row
+// ((v0 w0 + v1 w1) + v2 w2) + v3 w3 of rounded products, the rows added in order.
+TVL1_HD float legacy_interior_sum(const float v[16], const float wt[16]) {
+  float sum = 0.f;
+  for (int i = 0; i < 4; ++i) {
+    const float* a = v + 4 * i;
+    const float* b = wt + 4 * i;
+    const float row = add(add(add(mul(a[0], b[0]), mul(a[1], b[1])), mul(a[2], b[2])), mul(a[3], b[3]));
+    sum = i == 0 ? row : add(sum, row);
+  }
+  return sum;
+}
+
+// 4.14's interior sum on FMA CPUs: one accumulator per column j, starting
+// at 0, fused with row i = 0..3 (v[i][j] * w[i][j]), then the four column
+// sums reduced as (c0 + c2) + (c1 + c3) (v_reduce_sum of 4 lanes).
+TVL1_HD float legacy_simd_interior_sum(const float v[16], const float wt[16]) {
+  float c[4];
+  for (int j = 0; j < 4; ++j) {
+    c[j] = 0.f;
+    for (int i = 0; i < 4; ++i) c[j] = fma(v[4 * i + j], wt[4 * i + j], c[j]);
+  }
+  return add(add(c[0], c[2]), add(c[1], c[3]));
+}
+
+// 4.x's border sum: 0 plus each product in row-major order. Taps outside the
+// level hold 0 in v: their products are +-0, which leave a sum that starts at
+// +0 unchanged (x + -0 = x, +0 + -0 = +0), exactly as 4.x skipping them; a
+// patch wholly outside gives 0, 4.x's early exit.
+TVL1_HD float legacy_border_sum(const float v[16], const float wt[16]) {
+  float sum = 0.f;
+  for (int t = 0; t < 16; ++t) sum = add(sum, mul(v[t], wt[t]));
+  return sum;
 }
 
 // Median-selection networks for OpenCV's medianBlur (k = 3 or 5, replicated

@@ -45,6 +45,15 @@ def _add_parser(sub, name: str, **kwargs) -> argparse.ArgumentParser:
     return sub.add_parser(name, epilog=EXIT_HELP, formatter_class=_HelpFormatter, **kwargs)
 
 
+def _add_remap_option(p: argparse.ArgumentParser) -> None:
+    """--remap: the OpenCV line whose TV-L1 flow the features reproduce."""
+    p.add_argument("--remap", choices=("opencv4", "opencv4.14", "opencv5"), default="opencv4",
+                   help="OpenCV whose DualTVL1 flow the features reproduce bit for bit: opencv4 (default: 4.0 to "
+                        "4.13; MEAN pinned 4.5.1 and its published weights were trained on such features), "
+                        "opencv4.14 (the 4.14 wheel on an FMA CPU) or opencv5 (5.x); they differ in the bicubic "
+                        "remap each warp uses")
+
+
 def _predict(sub) -> None:
     p = _add_parser(
         sub, "predict", help="score a features file with a Keras or PyTorch MEAN-Spot model",
@@ -112,6 +121,7 @@ def _features(sub) -> None:
     p.add_argument("--output", required=True, metavar="OUT.npz", help=".npz to write")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--batch-size", type=int, default=256, metavar="N", help="pairs per batch (default: 256)")
+    _add_remap_option(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(run=_run_features)
 
@@ -145,14 +155,14 @@ def _run_features(args: argparse.Namespace) -> int:
             raise DeviceError("--device cuda but no CUDA device is available")
         start = time.perf_counter()
         feats = video_features(torch.from_numpy(frames).to(device), args.k, landmarks, batch_size=args.batch_size,
-                               progress=not args.quiet).cpu().numpy()
+                               progress=not args.quiet, remap=args.remap).cpu().numpy()
     except (FramesError, ValueError, TypeError) as e:  # a DeviceError (RuntimeError) goes to _run: exit 4
         return fail(str(e))
     seconds = time.perf_counter() - start
 
     def write(tmp: str) -> None:
         with open(tmp, "wb") as f:
-            np.savez(f, u=feats[:, 0:1], v=feats[:, 1:2], os=feats[:, 2:3])
+            np.savez(f, u=feats[:, 0:1], v=feats[:, 1:2], os=feats[:, 2:3], remap=np.array(args.remap))
     try:
         replace_atomically(args.output, write)
     except OSError as e:
@@ -262,6 +272,7 @@ def _spot(sub) -> None:
     p.add_argument("--classes", metavar="NAMES", help="comma-separated names of the recognition classes")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--batch-size", type=int, default=256, metavar="N", help="pairs per batch (default 256)")
+    _add_remap_option(p)
     p.add_argument("--chunk", type=int, default=1024, metavar="F",
                    help="frames read at a time; bounds memory (default 1024)")
     p.add_argument("--no-fuse", dest="fuse", action="store_false", help="run the reference network")
@@ -289,7 +300,7 @@ def _run_spot(args: argparse.Namespace) -> int:
             k=k, k_p=args.k_p, p=args.p, multiple=not args.single, face_box=box, cascade=args.cascade,
             landmarks=args.landmarks, landmark_model=args.landmark_model, jpeg_roundtrip=args.jpeg,
             device=args.device, batch_size=args.batch_size, chunk=args.chunk, fuse=args.fuse,
-            classes=[c.strip() for c in args.classes.split(",")] if args.classes else None)
+            classes=[c.strip() for c in args.classes.split(",")] if args.classes else None, remap=args.remap)
         log = (lambda msg: None) if args.quiet else (lambda msg: print(f"{PROG} spot: {msg}", file=sys.stderr))
         results = spot_videos(args.inputs, args.model, args.out, settings, overwrite=args.overwrite,
                               progress=not args.quiet, dataset=args.dataset, log=log)

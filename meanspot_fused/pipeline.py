@@ -69,7 +69,10 @@ class SpotSettings:
     file for every video; landmark_model: dlib's 68-point predictor, used
     when ``landmarks`` is None. batch_size: pairs per features/network batch;
     chunk: frames read and cropped at a time (bounds memory). classes: names
-    of the recognition classes (index order) for spot_recog models.
+    of the recognition classes (index order) for spot_recog models. remap:
+    the OpenCV line whose TV-L1 flow the features reproduce, ``"opencv4"``
+    (MEAN's, the default) or ``"opencv5"`` (see
+    :func:`meanspot_fused.features.flow.tvl1_flow`).
     """
     k: int
     k_p: int
@@ -85,8 +88,14 @@ class SpotSettings:
     chunk: int = 1024
     fuse: bool = True
     classes: Optional[Sequence[str]] = None
+    remap: str = "opencv4"
 
     def check(self) -> None:
+        from .features.flow import check_remap
+        try:
+            check_remap(self.remap)
+        except InputError as e:
+            raise SpotError(str(e)) from None
         for name in ("k", "k_p", "batch_size", "chunk"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
@@ -312,6 +321,7 @@ class _Batcher:
         self.net = net
         self.device = _device(settings.device)
         self.batch_size = int(settings.batch_size)
+        self.remap = settings.remap
         self.progress = progress
         self.queue: List[Tuple[_Video, np.ndarray, np.ndarray]] = []
         self.queued = 0
@@ -344,7 +354,7 @@ class _Batcher:
         nxt = torch.from_numpy(np.concatenate([q[2] for q in queue])).to(self.device)
         landmarks = torch.cat([q[0].landmarks.expand(len(q[1]), -1, -1) for q in queue])
         t0 = time.perf_counter()
-        feats = mean_features(prev, nxt, landmarks)
+        feats = mean_features(prev, nxt, landmarks, remap=self.remap)
         t1 = time.perf_counter()
         self.progress.advance("features", n)
         with torch.inference_mode():

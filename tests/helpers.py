@@ -80,15 +80,45 @@ def cbam_ref(x, w1, b1, w2, b2, sw, scale=1.0, shift=0.0, pool=1):
     return F.max_pool2d(y, pool) if pool > 1 else y
 
 
-def layouts(x):
-    """The same values in several memory layouts: contiguous, channels_last, strided, expanded."""
+def layouts(x, device=None):
+    """x (moved to ``device`` if given) in several memory layouts: contiguous, channels_last, strided,
+    H/W-transposed, expanded.
+
+    The kernels read x through its strides, so every layout exercises a
+    different addressing of the same values.
+    """
+    if device is not None:
+        x = x.to(device)
     yield "contiguous", x.contiguous()
     yield "channels_last", x.contiguous(memory_format=torch.channels_last)
-    wide = torch.empty(x.shape[:3] + (x.shape[3] * 2,), dtype=x.dtype)
+    wide = torch.zeros(x.shape[:3] + (x.shape[3] * 2,), dtype=x.dtype, device=x.device)
     wide[..., ::2] = x
     yield "strided", wide[..., ::2]
+    yield "hw_transposed", x.transpose(2, 3).contiguous().transpose(2, 3)  # stride_w > stride_h
     if x.shape[0] > 0:
         yield "expanded", x[:1].expand_as(x)
+
+
+# Argument shapes of the per-op tests (tests/network/test_ops.py on every device, test_cuda.py's
+# CUDA-only cases).
+CONV_SHAPES = [  # cin, cout, hw, k, pool, affine
+    (1, 3, 42, 5, 3, True),    # MEAN u/v branch, no CBAM
+    (1, 8, 42, 5, 1, True),    # os branch before CBAM
+    (14, 8, 14, 5, 2, False),  # head conv, no CBAM
+    (14, 8, 14, 5, 1, False),  # head conv before CBAM
+    (3, 17, 12, 3, 4, True),   # odd channel counts (two CUDA channel blocks), other kernel
+    (2, 5, 9, 1, 3, True),     # 1x1 kernel
+    (2, 2, 7, 3, 7, False),    # two output channels, one pooled pixel
+]
+POOL_SHAPES = [(3, 42, 42), (8, 14, 14), (5, 7, 3), (1, 1, 1),
+               (5, 70, 70)]  # planes of >= 2048 pixels: one CUDA block per plane
+CBAM_SHAPES = [  # c, hw, hidden, k, pool, spatial BatchNorm
+    (3, 42, 1, 7, 3, False),   # u/v branch
+    (8, 42, 1, 7, 3, False),   # os branch: 8 x 42 x 42 in CUDA shared memory (> 48 KB in float32)
+    (8, 14, 1, 7, 2, False),   # head
+    (8, 14, 1, 7, 1, True),    # head, spatial BatchNorm folded
+    (16, 10, 4, 3, 5, True),   # wider MLP, other kernel
+]
 
 
 def run_concurrently(calls, repeats):
@@ -216,3 +246,9 @@ def mean_spotting(scores, k_p, p, spot_multiple):
         peak = np.where(score_plot_agg == max(score_plot_agg))[0][0]
         preds.append([peak - k_p, peak + k_p, peak])
     return np.array(preds, dtype=np.int64).reshape(-1, 3), score_plot_agg, threshold
+
+
+def installed_remap() -> str:
+    """tvl1_flow's ``remap`` that reproduces the installed OpenCV: "opencv4" for a 4.x cv2, else "opencv5"."""
+    from meanspot_fused.features.reference import installed_remap as remap
+    return remap()

@@ -4,8 +4,11 @@ NumPy, operation for operation in float32, for the tests of tvl1_flow.
 `dual_tvl1(a, b, remap=...)` uses OpenCV's resize and medianBlur and the given
 bicubic remap: `opencv_remap` (cv2.remap, which makes this OpenCV's own
 algorithm: tests/features/test_features_flow.py checks the result is bitwise
-cv2.optflow.DualTVL1's) or `kernel_remap` (the bicubic warp of
-csrc/tvl1_math.h). Slow but exact; for small frames only.
+cv2.optflow.DualTVL1's), `kernel_remap` (the bicubic warp of
+csrc/tvl1_math.h), `legacy_remap` (OpenCV 4.x's bicubic remap up to 4.13,
+4.5.1 included, which makes it those versions' DualTVL1) or
+`legacy_remap_simd` (OpenCV 4.14's, whose one-channel float interior sum
+changed). Slow but exact; for small frames only.
 """
 from __future__ import annotations
 
@@ -69,6 +72,102 @@ def kernel_remap(img, mx, my):
 
     rows = [dot4([tap(y0 + k, x0 + j) for j in range(4)], wx) for k in range(4)]
     return dot4(rows, wy)
+
+
+def _legacy_cubic_table():
+    # OpenCV 4.x interpolateCubic (imgwarp.cpp) at k / 32, k = 0..31, in float,
+    # left to right, no FMA (the 4.x wheels build imgwarp.cpp at the SSE3
+    # baseline): (32, 4) float32.
+    x = (np.arange(32, dtype=f32) * f32(1 / 32)).astype(f32)
+    a, one = f32(-0.75), f32(1)
+    x1 = x + one
+    c0 = ((a * x1 - f32(5) * a) * x1 + f32(8) * a) * x1 - f32(4) * a
+    c1 = ((a + f32(2)) * x - (a + f32(3))) * x * x + one
+    r = one - x
+    c2 = ((a + f32(2)) * r - (a + f32(3))) * r * r + one
+    c3 = one - c0 - c1 - c2
+    return np.stack([c0, c1, c2, c3], axis=1).astype(f32)
+
+
+_LEGACY_CUBIC = _legacy_cubic_table()
+
+
+def _legacy_taps(img, mx, my):
+    # RemapInvoker: cvRound(x * 32.f) (x * 32 is exact; rint is half to even),
+    # tap base X >> 5, fraction X & 31; the weights float(cy[i] * cx[j]) of
+    # initInterTab2D. NaN: cvRound gives INT_MIN, every tap outside, 0. The
+    # clamp changes nothing (such positions have every tap outside) and keeps X
+    # in int range.
+    h, w = img.shape
+    mx = np.clip(np.where(np.isnan(mx), f32(-8), mx), -8, w + 8).astype(f32)
+    my = np.clip(np.where(np.isnan(my), f32(-8), my), -8, h + 8).astype(f32)
+    X = np.rint(mx * f32(32)).astype(np.int64)
+    Y = np.rint(my * f32(32)).astype(np.int64)
+    x0, y0 = (X >> 5) - 1, (Y >> 5) - 1
+    cx, cy = _LEGACY_CUBIC[X & 31], _LEGACY_CUBIC[Y & 31]
+    wt = [[(cy[..., i] * cx[..., j]).astype(f32) for j in range(4)] for i in range(4)]
+    inside, vals = [], []
+    for i in range(4):
+        yy = y0 + i
+        for j in range(4):
+            xx = x0 + j
+            ins = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
+            inside.append(ins)
+            vals.append(np.where(ins, img[np.clip(yy, 0, h - 1), np.clip(xx, 0, w - 1)], f32(0)).astype(f32))
+    S = [[vals[4 * i + j] for j in range(4)] for i in range(4)]
+    ins = [[inside[4 * i + j] for j in range(4)] for i in range(4)]
+    # (unsigned)(ix - 1) < max(W - 3, 0), the same in y: all 16 taps inside.
+    interior = (x0 >= 0) & (x0 < max(w - 3, 0)) & (y0 >= 0) & (y0 < max(h - 3, 0))
+    # Border (BORDER_CONSTANT 0): sum = 0, then sum += S * w for each tap inside,
+    # row by row, column by column; no tap inside gives 0.
+    border = np.zeros(mx.shape, f32)
+    for i in range(4):
+        for j in range(4):
+            border = np.where(ins[i][j], (border + (S[i][j] * wt[i][j]).astype(f32)).astype(f32), border)
+    return S, wt, interior, border
+
+
+def legacy_remap(img, mx, my):
+    """cv2.remap(img, mx, my, INTER_CUBIC), float32, BORDER_CONSTANT 0, of OpenCV 4.x up to 4.13 (4.5.1 included).
+
+    imgwarp.cpp RemapInvoker + remapBicubic<Cast<float, float>, float, 1>,
+    compiled at the SSE3 baseline (no FMA): interior pixels sum each row
+    ((S0 w0 + S1 w1) + S2 w2) + S3 w3 and the rows in order; every operation
+    rounded to float32. Verified bit for bit against the 4.13.0.92 (Python
+    3.11) and 4.5.1.48 (cp39 wheel, Python 3.9, numpy 1.26) wheels, and with
+    it this module's dual_tvl1 is their DualTVL1 bit for bit, given that
+    version's own cv2.resize (4.5.1's float INTER_LINEAR resize differs from
+    4.13's in the last bit at some sizes). OpenCV 4.14 runs a different
+    interior sum for one-channel float images: `legacy_remap_simd`.
+    """
+    S, wt, interior, border = _legacy_taps(np.asarray(img, f32), np.asarray(mx, f32), np.asarray(my, f32))
+    rows = [(((S[i][0] * wt[i][0]) + (S[i][1] * wt[i][1])) + (S[i][2] * wt[i][2])) + (S[i][3] * wt[i][3])
+            for i in range(4)]
+    inner = ((rows[0] + rows[1]) + rows[2]) + rows[3]
+    return np.where(interior, inner, border).astype(f32)
+
+
+def legacy_remap_simd(img, mx, my, fused=True):
+    """cv2.remap(img, mx, my, INTER_CUBIC), float32, BORDER_CONSTANT 0, of OpenCV 4.14.
+
+    Same grid, weights and border path as `legacy_remap`; interior pixels of
+    a one-channel image go through imgwarp.simd.hpp remapBicubicC1wp_run
+    (opencv PR #29507): four column lanes, lane j = fma(S[i][j], w[i][j], lane j)
+    over the rows i = 0..3 starting from 0, then v_reduce_sum, which is
+    (l0 + l2) + (l1 + l3). `fused`: v_fma is a fused multiply-add in the
+    AVX2/AVX-512 builds the 4.14 x86-64 wheel dispatches to on FMA CPUs
+    (verified bit for bit); without FMA (OPENCV_CPU_DISABLE, older CPUs) it is
+    a rounded multiply then add (fused=False).
+    """
+    S, wt, interior, border = _legacy_taps(np.asarray(img, f32), np.asarray(mx, f32), np.asarray(my, f32))
+    lanes = []
+    for j in range(4):
+        acc = np.zeros(interior.shape, f32)
+        for i in range(4):
+            acc = _fma_exact(S[i][j], wt[i][j], acc) if fused else (acc + (S[i][j] * wt[i][j]).astype(f32)).astype(f32)
+        lanes.append(acc)
+    inner = (lanes[0] + lanes[2]) + (lanes[1] + lanes[3])
+    return np.where(interior, inner, border).astype(f32)
 
 
 def _centered_gradient(s):

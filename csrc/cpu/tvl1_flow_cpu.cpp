@@ -18,9 +18,9 @@ namespace {
 std::tuple<at::Tensor, at::Tensor> tvl1_flow_cpu(const at::Tensor& prev, const at::Tensor& next, double tau,
                                                  double lambda, double theta, int64_t scales, int64_t warps,
                                                  double epsilon, int64_t inner, int64_t outer, double scale_step,
-                                                 int64_t median) {
+                                                 int64_t median, c10::string_view remap) {
   const tvl1::Params p = check_tvl1_flow_args(prev, next, tau, lambda, theta, scales, warps, epsilon, inner, outer,
-                                              scale_step, median);
+                                              scale_step, median, remap);
   constexpr const char* op = "meanspot_fused.tvl1_flow";
   TORCH_CHECK(prev.device().is_cpu(), op, ": prev must be a CPU tensor here, got ", prev.device());
   if (prev.scalar_type() == at::kFloat && prev.numel() > 0) {
@@ -31,7 +31,7 @@ std::tuple<at::Tensor, at::Tensor> tvl1_flow_cpu(const at::Tensor& prev, const a
   // strides may differ, e.g. an expanded prev): align other layouts first.
   if (prev.stride(1) != next.stride(1) || prev.stride(2) != next.stride(2)) {
     const at::Tensor a = prev.contiguous(), b = next.contiguous();
-    return tvl1_flow_cpu(a, b, tau, lambda, theta, scales, warps, epsilon, inner, outer, scale_step, median);
+    return tvl1_flow_cpu(a, b, tau, lambda, theta, scales, warps, epsilon, inner, outer, scale_step, median, remap);
   }
   const int64_t n = prev.size(0);
   const int h = int(prev.size(1)), w = int(prev.size(2));

@@ -184,34 +184,50 @@ struct Level {
   __device__ __forceinline__ float* plane(int j) const { return slot[j]; }
 };
 
+// The 4 x 4 taps (row-major) of a level plane from (x0, y0); taps outside the
+// level read OpenCV's constant-0 border (no test when `inside`).
+__device__ __forceinline__ void load_patch(const float* __restrict__ src, int x0, int y0, int h, int w, bool inside,
+                                           float v[16]) {
+#pragma unroll
+  for (int t = 0; t < 16; ++t) {
+    const int yy = y0 + t / 4, xx = x0 + t % 4;
+    v[t] = inside || (yy >= 0 && yy < h && xx >= 0 && xx < w) ? src[int64_t(yy) * w + xx] : 0.f;
+  }
+}
+
 // Bicubic warp of I1 and its gradients by the flow at pixel (x, y) of the
-// level, then OpenCV's calcGradRho (the CPU kernel's warp_level).
+// level, then OpenCV's calcGradRho (the CPU kernel's warp_level and
+// warp_level_legacy). remap (a tvl1::Remap): OpenCV 5.x's separable weights,
+// rows along x then the rows along y (tvl1::dot4), or 4.x's 2-D weights with
+// its interior and border sums.
 __device__ __forceinline__ void warp_pixel(const Level& L, const float* __restrict__ i0, const float* __restrict__ i1,
-                                           int i, int y, int x) {
+                                           int i, int y, int x, int remap) {
   const int h = L.h, w = L.w;
   const float u1 = L.u1()[i], u2 = L.u2()[i];
   int x0, y0;
-  float wx[4], wy[4];
-  tvl1::warp_taps(x, y, u1, u2, h, w, x0, y0, wx, wy);
-  const bool inside = x0 >= 0 && y0 >= 0 && x0 + 3 < w && y0 + 3 < h;
+  float wt[16];  // 4.x: the 2-D weights; 5.x: wx in [0, 4), wy in [4, 8)
+  bool inside;
+  if (remap == tvl1::kRemapOpenCV5) {
+    tvl1::warp_taps(x, y, u1, u2, h, w, x0, y0, wt, wt + 4);
+    inside = x0 >= 0 && y0 >= 0 && x0 + 3 < w && y0 + 3 < h;
+  } else {
+    inside = tvl1::legacy_warp_taps(x, y, u1, u2, h, w, x0, y0, wt);
+  }
   float warped[3];
 #pragma unroll
   for (int c = 0; c < 3; ++c) {
-    const float* src = c == 0 ? i1 : L.plane(c == 1 ? kI1x : kI1y);
-    float rows[4];
+    float v[16];
+    load_patch(c == 0 ? i1 : L.plane(c == 1 ? kI1x : kI1y), x0, y0, h, w, inside, v);
+    if (remap == tvl1::kRemapOpenCV5) {
+      float rows[4];
 #pragma unroll
-    for (int r = 0; r < 4; ++r) {
-      const int yy = y0 + r;
-      float v[4];
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const int xx = x0 + j;
-        // Taps outside the level read OpenCV's constant-0 border.
-        v[j] = inside || (yy >= 0 && yy < h && xx >= 0 && xx < w) ? src[int64_t(yy) * w + xx] : 0.f;
-      }
-      rows[r] = tvl1::dot4(v, wx);
+      for (int r = 0; r < 4; ++r) rows[r] = tvl1::dot4(v + 4 * r, wt);
+      warped[c] = tvl1::dot4(rows, wt + 4);
+    } else {
+      warped[c] = !inside                          ? tvl1::legacy_border_sum(v, wt)
+                  : remap == tvl1::kRemapOpenCV414 ? tvl1::legacy_simd_interior_sum(v, wt)
+                                                   : tvl1::legacy_interior_sum(v, wt);
     }
-    warped[c] = tvl1::dot4(rows, wy);
   }
   L.plane(kIwx)[i] = warped[1];
   L.plane(kIwy)[i] = warped[2];
@@ -390,7 +406,7 @@ tvl1_flow_kernel(const In* __restrict__ prev, const In* __restrict__ next, int64
       __syncthreads();
 
       for (int wi = 0; wi < p.warps; ++wi) {
-        for_pixels(lh, lw, [&](int i, int y, int x) { warp_pixel(L, L.plane(kI0), L.plane(kI1), i, y, x); });
+        for_pixels(lh, lw, [&](int i, int y, int x) { warp_pixel(L, L.plane(kI0), L.plane(kI1), i, y, x, p.remap); });
         __syncthreads();
         bool above = true;
         for (int outer = 0; above && outer < p.outer; ++outer) {
@@ -487,9 +503,9 @@ tvl1_flow_kernel(const In* __restrict__ prev, const In* __restrict__ next, int64
 std::tuple<at::Tensor, at::Tensor> tvl1_flow_cuda(const at::Tensor& prev, const at::Tensor& next, double tau,
                                                   double lambda, double theta, int64_t scales, int64_t warps,
                                                   double epsilon, int64_t inner, int64_t outer, double scale_step,
-                                                  int64_t median) {
+                                                  int64_t median, c10::string_view remap) {
   const Params p = check_tvl1_flow_args(prev, next, tau, lambda, theta, scales, warps, epsilon, inner, outer,
-                                        scale_step, median);
+                                        scale_step, median, remap);
   constexpr const char* op = "meanspot_fused.tvl1_flow";
   TORCH_CHECK(prev.is_cuda(), op, ": prev must be a CUDA tensor here, got ", prev.device());
   c10::cuda::CUDAGuard device_guard(prev.device());

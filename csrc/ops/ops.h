@@ -58,6 +58,6 @@ constexpr int kTvl1MaxSide = 1024;
 // the solver parameters in OpenCV's admissible ranges. Returns them packed.
 tvl1::Params check_tvl1_flow_args(const at::Tensor& prev, const at::Tensor& next, double tau, double lambda,
                                   double theta, int64_t scales, int64_t warps, double epsilon, int64_t inner,
-                                  int64_t outer, double scale_step, int64_t median);
+                                  int64_t outer, double scale_step, int64_t median, c10::string_view remap);
 
 }  // namespace meanspot

@@ -1,14 +1,18 @@
 // Schema and argument checks of meanspot_fused::tvl1_flow.
 //
 // tvl1_flow(prev, next, tau, lambda_, theta, scales, warps, epsilon,
-//           inner_iterations, outer_iterations, scale_step, median_filtering)
-//   -> (flow, iterations)
+//           inner_iterations, outer_iterations, scale_step, median_filtering,
+//           remap="opencv4") -> (flow, iterations)
 // prev, next: (N, H, W) uint8 or float32 frames (float32 is taken to be in
 // [0, 1] and multiplied by 255, as OpenCV does); 16 <= H, W <= 1024.
 // flow: (N, 2, H, W) float32, channel 0 the x and channel 1 the y displacement
 // of each pixel of prev into next (OpenCV's DualTVL1OpticalFlow::calc).
 // iterations: (N, 2) int64 per pair: the inner iterations run over all levels
 // and warps, and the same weighted by the level's pixels (the work done).
+// remap: "opencv4" (4.0 to 4.13), "opencv4.14" (4.14 on FMA CPUs) or "opencv5",
+// the OpenCV whose bicubic cv::remap the warps reproduce bit for bit
+// (PIPELINE.md section 3b); "opencv4" by default: MEAN's OpenCV (4.5.1) and
+// the features its published weights saw.
 #include <torch/library.h>
 
 #include <cmath>
@@ -20,7 +24,7 @@ namespace meanspot {
 
 tvl1::Params check_tvl1_flow_args(const at::Tensor& prev, const at::Tensor& next, double tau, double lambda,
                                   double theta, int64_t scales, int64_t warps, double epsilon, int64_t inner,
-                                  int64_t outer, double scale_step, int64_t median) {
+                                  int64_t outer, double scale_step, int64_t median, c10::string_view remap) {
   constexpr const char* op = "meanspot_fused.tvl1_flow";
   TORCH_CHECK(prev.defined() && next.defined(), op, ": prev and next must be defined tensors");
   TORCH_CHECK(prev.dim() == 3, op, ": prev must be a 3-D tensor (N, H, W), got shape ", prev.sizes());
@@ -48,6 +52,8 @@ tvl1::Params check_tvl1_flow_args(const at::Tensor& prev, const at::Tensor& next
   TORCH_CHECK(scale_step > 0 && scale_step < 1, op, ": scale_step must be in (0, 1), got ", scale_step);
   TORCH_CHECK(median == 0 || median == 1 || median == 3 || median == 5, op,
               ": median_filtering must be 0 or 1 (off), 3 or 5 (OpenCV's float median sizes), got ", median);
+  TORCH_CHECK(remap == "opencv4" || remap == "opencv4.14" || remap == "opencv5", op,
+              ": remap must be 'opencv4', 'opencv4.14' or 'opencv5', got '", std::string(remap), "'");
   tvl1::Params p;
   p.tau = tau;
   p.lambda = lambda;
@@ -59,14 +65,16 @@ tvl1::Params check_tvl1_flow_args(const at::Tensor& prev, const at::Tensor& next
   p.inner = int(inner);
   p.outer = int(outer);
   p.median = int(median);
+  p.remap = remap == "opencv4" ? tvl1::kRemapOpenCV4 : remap == "opencv4.14" ? tvl1::kRemapOpenCV414
+                                                                              : tvl1::kRemapOpenCV5;
   return p;
 }
 
 TORCH_LIBRARY_FRAGMENT(meanspot_fused, m) {
   m.def(
       "tvl1_flow(Tensor prev, Tensor next, float tau, float lambda_, float theta, int scales, int warps, "
-      "float epsilon, int inner_iterations, int outer_iterations, float scale_step, int median_filtering) "
-      "-> (Tensor, Tensor)");
+      "float epsilon, int inner_iterations, int outer_iterations, float scale_step, int median_filtering, "
+      "str remap=\"opencv4\") -> (Tensor, Tensor)");
 }
 
 }  // namespace meanspot

@@ -6,6 +6,13 @@ block per pair), with OpenCV's algorithm, parameters and stopping rule, so it
 returns what ``cv2.optflow.DualTVL1OpticalFlow_create(...).calc(prev, next,
 None)`` returns per pair (see csrc/tvl1_math.h; the measured distance is in
 the README).
+
+OpenCV versions give different flow (PIPELINE.md section 3b) through the
+bicubic ``cv::remap`` that each warp calls: ``remap="opencv4"`` (the default)
+reproduces 4.0 to 4.13, MEAN's 4.5.1 among them (its published weights were
+trained on such features); ``"opencv4.14"`` the 4.14 wheel on a CPU with FMA
+(4.14 sums the interior of one-channel float images with fused multiply-adds);
+``"opencv5"`` 5.x (5.0 replaced the bicubic kernel).
 """
 from __future__ import annotations
 
@@ -18,19 +25,24 @@ import torch
 from .. import _C  # noqa: F401  (import registers the ops with the dispatcher)
 from ..errors import InputError, InputTypeError
 
-__all__ = ["tvl1_flow", "TVL1_DEFAULTS"]
+__all__ = ["tvl1_flow", "TVL1_DEFAULTS", "REMAPS", "DEFAULT_REMAP", "check_remap"]
 
 # MEAN's parameters: OpenCV's defaults (PIPELINE.md section 2).
 TVL1_DEFAULTS = dict(tau=0.25, lambda_=0.15, theta=0.3, scales=5, warps=5, epsilon=0.01, inner_iterations=30,
                      outer_iterations=10, scale_step=0.8, median_filtering=5)
 MIN_SIDE, MAX_SIDE = 16, 1024
+#: The OpenCV versions whose bicubic remap tvl1_flow reproduces bit for bit:
+#: 4.0 to 4.13, 4.14 (x86-64 wheel on an FMA CPU), 5.x.
+REMAPS = ("opencv4", "opencv4.14", "opencv5")
+#: MEAN's line: its code pinned OpenCV 4.5.1, and its published weights saw 4.x features.
+DEFAULT_REMAP = "opencv4"
 
 Frames = Union[np.ndarray, torch.Tensor]
 
 
 @torch.library.register_fake("meanspot_fused::tvl1_flow")
 def _tvl1_flow_fake(prev, next, tau, lambda_, theta, scales, warps, epsilon, inner_iterations, outer_iterations,
-                    scale_step, median_filtering):
+                    scale_step, median_filtering, remap="opencv4"):
     n, h, w = prev.shape
     return (prev.new_empty((n, 2, h, w), dtype=torch.float32), prev.new_empty((n, 2), dtype=torch.int64))
 
@@ -57,6 +69,14 @@ def as_frames(name: str, frames: Frames, device=None) -> torch.Tensor:
     return frames
 
 
+def check_remap(remap: str, name: str = "remap") -> str:
+    """``remap`` if it names an OpenCV line tvl1_flow reproduces, else the package's InputError."""
+    if not isinstance(remap, str) or remap not in REMAPS:
+        raise InputError(f"{name} must be one of {', '.join(map(repr, REMAPS))} (the OpenCV whose bicubic "
+                         f"remap the flow reproduces), got {remap!r}")
+    return remap
+
+
 def _check_params(p: dict) -> None:
     for key in ("tau", "lambda_", "theta"):
         v = p[key]
@@ -80,13 +100,16 @@ def _check_params(p: dict) -> None:
 def tvl1_flow(prev: Frames, next: Frames, *, tau: float = 0.25, lambda_: float = 0.15, theta: float = 0.3,
               scales: int = 5, warps: int = 5, epsilon: float = 0.01, inner_iterations: int = 30,
               outer_iterations: int = 10, scale_step: float = 0.8, median_filtering: int = 5,
-              return_iterations: bool = False) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
+              remap: str = DEFAULT_REMAP, return_iterations: bool = False) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
     """TV-L1 optical flow from ``prev`` to ``next``, per pair, as OpenCV's DualTVL1.
 
     prev, next: (N, H, W) or (H, W) frames, uint8 or float32 (float frames are
     taken to be in [0, 1], as OpenCV does), NumPy arrays or torch tensors on
     the CPU or a CUDA device; 16 <= H, W <= 1024. The parameters are
     ``cv2.optflow.DualTVL1OpticalFlow_create``'s (gamma 0, no initial flow).
+    ``remap``: ``"opencv4"`` (default: OpenCV 4.0 to 4.13, MEAN's 4.5.1
+    among them), ``"opencv4.14"`` or ``"opencv5"``, the OpenCV whose result
+    is reproduced bit for bit.
 
     Returns the flow (N, 2, H, W) float32 on the frames' device (channel 0 the
     x displacement, 1 the y displacement). With ``return_iterations`` also an
@@ -97,6 +120,7 @@ def tvl1_flow(prev: Frames, next: Frames, *, tau: float = 0.25, lambda_: float =
                   inner_iterations=inner_iterations, outer_iterations=outer_iterations, scale_step=scale_step,
                   median_filtering=median_filtering)
     _check_params(params)
+    check_remap(remap)
     a = as_frames("prev", prev)
     b = as_frames("next", next, device=a.device)
     if a.shape != b.shape:
@@ -110,5 +134,5 @@ def tvl1_flow(prev: Frames, next: Frames, *, tau: float = 0.25, lambda_: float =
         raise InputError("prev and next must hold finite values (NaN or inf found)")
     flow, iterations = torch.ops.meanspot_fused.tvl1_flow(
         a, b, float(tau), float(lambda_), float(theta), int(scales), int(warps), float(epsilon),
-        int(inner_iterations), int(outer_iterations), float(scale_step), int(median_filtering))
+        int(inner_iterations), int(outer_iterations), float(scale_step), int(median_filtering), remap)
     return (flow, iterations) if return_iterations else flow

@@ -7,6 +7,8 @@ libraries and the same dtypes, so that the fused op
 for tests and benchmarks: it runs one pair at a time and is slow.
 
 * :func:`opencv_flow`: OpenCV's Dual TV-L1 flow (opencv-contrib), MEAN's defaults.
+* :func:`installed_remap`: the ``remap`` of :func:`~meanspot_fused.features.flow.tvl1_flow`
+  that reproduces the installed OpenCV line (what this module computes with).
 * :func:`mean_strain`: MEAN's ``computeStrain`` (pandas ``shift(1)``, ``fillna(0)``).
 * :func:`mean_preprocess`: MEAN's ``preProcess`` for one pair, landmarks as a
   (68, 2) array of dlib's integer (x, y) points instead of a dlib shape.
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["TVL1_DEFAULTS", "opencv_flow", "mean_strain", "mean_normalised_maps", "mean_preprocess", "mean_boxes"]
+__all__ = ["TVL1_DEFAULTS", "installed_remap", "opencv_flow", "mean_strain", "mean_normalised_maps", "mean_preprocess", "mean_boxes"]
 
 #: MEAN's TV-L1 parameters (OpenCV's defaults), under the names of our API.
 TVL1_DEFAULTS = dict(tau=0.25, lambda_=0.15, theta=0.3, scales=5, warps=5, epsilon=0.01, inner_iterations=30,
@@ -35,6 +37,27 @@ def _cv2():
         raise ImportError("meanspot_fused.features.reference needs cv2.optflow, which only the contrib build of "
                           f"OpenCV has: {_INSTALL}")
     return cv2
+
+
+def installed_remap() -> str:
+    """The ``remap`` of tvl1_flow that reproduces the installed cv2's DualTVL1 (the flow this module computes).
+
+    ``"opencv4"`` for 4.0 to 4.13, ``"opencv4.14"`` for a later 4.x on a CPU
+    with FMA (its wheel then runs fused multiply-adds in the remap),
+    ``"opencv5"`` for 5.x. A later 4.x on a CPU without FMA has no match:
+    NotImplementedError.
+    """
+    cv2 = _cv2()
+    major, minor = (int(v) for v in cv2.__version__.split(".")[:2])
+    if major != 4:
+        return "opencv5"
+    if minor < 14:
+        return "opencv4"
+    # cv2.checkHardwareSupport ids: CV_CPU_AVX2 = 11, CV_CPU_FMA3 = 12, CV_CPU_AVX_512F = 13.
+    if (cv2.checkHardwareSupport(11) and cv2.checkHardwareSupport(12)) or cv2.checkHardwareSupport(13):
+        return "opencv4.14"
+    raise NotImplementedError(f"OpenCV {cv2.__version__} on a CPU without FMA sums its bicubic remap with separate "
+                              "multiplies and adds, which no tvl1_flow remap reproduces")
 
 
 def _pandas():

@@ -11,6 +11,7 @@ import torch
 from meanspot_fused import save_model
 from meanspot_fused.cli import main
 from meanspot_fused.features import video_features
+from meanspot_fused.features.flow import DEFAULT_REMAP, REMAPS
 
 pytest.importorskip("cv2")
 pytest.importorskip("skimage")
@@ -42,6 +43,31 @@ def test_features_writes_what_video_features_computes_and_predict_reads(video, t
     scores = tmp_path / "scores.npy"
     assert main(["predict", "--model", str(model), "--input", str(out), "--output", str(scores), "--quiet"]) == 0
     assert np.load(scores).shape[0] == 6
+
+
+@pytest.mark.parametrize("remap", REMAPS)
+def test_features_remap_option(video, tmp_path, remap):
+    """--remap chooses the OpenCV the flow reproduces (default opencv4, MEAN's line); the file records it."""
+    d, frames = video
+    out = tmp_path / "feats.npz"
+    extra = [] if remap == DEFAULT_REMAP else ["--remap", remap]
+    assert main(["features", "--frames", str(d / "frames.npy"), "--landmarks", str(d / "lm.npy"), "--k", "3",
+                 "--output", str(out), "--quiet", *extra]) == 0
+    with np.load(out) as z:
+        got = np.concatenate([z["u"], z["v"], z["os"]], axis=1)
+        assert str(z["remap"]) == remap
+    assert np.array_equal(got, video_features(frames, 3, S.face_landmarks(), remap=remap).numpy())
+    other = [r for r in REMAPS if r != remap][0]
+    assert not np.array_equal(got, video_features(frames, 3, S.face_landmarks(), remap=other).numpy())
+
+
+def test_cli_remap_choices_are_the_ops():
+    import argparse
+    from meanspot_fused import cli
+    parser = argparse.ArgumentParser()
+    cli._add_remap_option(parser)
+    (action,) = [a for a in parser._actions if a.dest == "remap"]
+    assert tuple(action.choices) == REMAPS and action.default == DEFAULT_REMAP
 
 
 @pytest.mark.parametrize("change,message", [

@@ -11,6 +11,13 @@
    99th percentile <= 0.05 px; the assertions are equality, and the endpoint
    error is printed for the record).
 
+Every OpenCV the op reproduces: the kernel's 4.x remaps (remap="opencv4",
+"opencv4.14") against their transcriptions (tests/tvl1_numpy.py legacy_remap,
+legacy_remap_simd) always, and against the live cv2 when a 4.x cv2 is
+installed; each against ground truth made with that OpenCV in
+tests/features/test_flow_truth.py. The comparisons with the
+live cv2 use the remap of the installed line (helpers.installed_remap).
+
 Verified against the opencv-contrib-python-headless 5.0.0 x86-64 wheel, whose
 remap runs its AVX2/FMA3 code; an OpenCV built without FMA rounds differently.
 """
@@ -27,6 +34,11 @@ pytest.importorskip("skimage")
 from meanspot_fused.features import synthetic as S  # noqa: E402
 
 import tvl1_numpy as TN  # noqa: E402  (tests/ is on sys.path)
+from helpers import installed_remap  # noqa: E402
+
+CV = installed_remap()  # the remap that reproduces the installed cv2
+# Each line's kernel path and its NumPy transcription.
+LINES = [("opencv5", TN.kernel_remap), ("opencv4", TN.legacy_remap), ("opencv4.14", TN.legacy_remap_simd)]
 
 # Every CPU instruction-set level this machine runs (conftest.py).
 pytestmark = pytest.mark.usefixtures("cpu_level")
@@ -59,11 +71,12 @@ def test_transcription_is_opencv_bitwise(seed):
     assert np.array_equal(ours, opencv(a, b))  # exact: same algorithm, same primitives
 
 
+@pytest.mark.parametrize("remap,transcribed", LINES, ids=[line[0] for line in LINES])
 @pytest.mark.parametrize("seed", [0, 1])
-def test_kernel_is_transcription_bitwise(seed):
+def test_kernel_is_transcription_bitwise(seed, remap, transcribed):
     a, b = small_pair(seed)
-    ref, iterations = TN.dual_tvl1(a, b, remap=TN.kernel_remap)
-    flow, counts = tvl1_flow(a, b, return_iterations=True)
+    ref, iterations = TN.dual_tvl1(a, b, remap=transcribed)
+    flow, counts = tvl1_flow(a, b, return_iterations=True, remap=remap)
     assert int(counts[0, 0]) == iterations  # OpenCV's stopping rule, same decisions
     assert np.array_equal(flow[0].numpy(), ref)  # exact: both are the same float operations
 
@@ -76,7 +89,7 @@ def test_remap_is_opencv_bitwise(seed, reach):
     mx = (np.arange(50)[None, :] + rng.uniform(-reach, reach, (40, 50))).astype(np.float32)
     my = (np.arange(40)[:, None] + rng.uniform(-reach, reach, (40, 50))).astype(np.float32)
     mx[0, :8] = [-0.3, -1.7, -1e-8, 5 + 1e-7, 49.0, 49.5, 1 / 32, 3 / 64]  # edges, exact and halfway fractions
-    ours, theirs = TN.kernel_remap(img, mx, my), TN.opencv_remap(img, mx, my)
+    ours, theirs = dict(LINES)[CV](img, mx, my), TN.opencv_remap(img, mx, my)
     assert np.array_equal(ours, theirs), np.mean(ours == theirs)
 
 
@@ -84,12 +97,12 @@ def test_remap_is_opencv_bitwise(seed, reach):
                                             ("translation", 2.0)])
 def test_flow_is_opencv(kind, magnitude):
     a, b = S.deformed_pair(magnitude, kind, seed=7, noise=1.0)
-    assert_opencv_flow(tvl1_flow(a, b)[0].numpy(), opencv(a, b), f"{kind} {magnitude}")
+    assert_opencv_flow(tvl1_flow(a, b, remap=CV)[0].numpy(), opencv(a, b), f"{kind} {magnitude}")
 
 
 def test_video_pairs_with_drift_noise_jpeg_are_opencv():
     frames, _ = S.face_video(8, events=((2, "brow", 4, 2.0),), drift=0.2, noise=2.0, jpeg_quality=80, seed=3)
-    ours = tvl1_flow(frames[:-3], frames[3:]).numpy()
+    ours = tvl1_flow(frames[:-3], frames[3:], remap=CV).numpy()
     theirs = np.stack([opencv(frames[i], frames[i + 3]) for i in range(len(frames) - 3)])
     assert_opencv_flow(np.moveaxis(ours, 1, 0), np.moveaxis(theirs, 1, 0), "video pairs")
 
@@ -99,7 +112,7 @@ def test_other_sizes_are_opencv(h, w):
     a, b = S.deformed_pair(1.5, "face", seed=2)
     a = cv2.resize(a, (w, h), interpolation=cv2.INTER_AREA)
     b = cv2.resize(b, (w, h), interpolation=cv2.INTER_AREA)
-    flow = tvl1_flow(a, b)
+    flow = tvl1_flow(a, b, remap=CV)
     assert flow.shape == (1, 2, h, w) and flow.dtype == torch.float32
     assert_opencv_flow(flow[0].numpy(), opencv(a, b), f"{h}x{w}")
 
@@ -108,10 +121,11 @@ def test_non_default_parameters_match_transcription():
     a, b = small_pair(4, 48, 40)
     kw = dict(tau=0.2, lambda_=0.3, theta=0.5, scales=3, warps=2, epsilon=0.02, inner_iterations=7,
               outer_iterations=3, scale_step=0.6, median_filtering=3)
-    ref, iterations = TN.dual_tvl1(a, b, remap=TN.kernel_remap, **kw)
-    flow, counts = tvl1_flow(a, b, return_iterations=True, **kw)
-    assert int(counts[0, 0]) == iterations
-    assert np.array_equal(flow[0].numpy(), ref)  # exact, as with the defaults
+    for remap, transcribed in LINES:
+        ref, iterations = TN.dual_tvl1(a, b, remap=transcribed, **kw)
+        flow, counts = tvl1_flow(a, b, return_iterations=True, remap=remap, **kw)
+        assert int(counts[0, 0]) == iterations, remap
+        assert np.array_equal(flow[0].numpy(), ref), remap  # exact, as with the defaults
 
 
 def test_identical_and_constant_frames_give_zero_flow():
@@ -126,13 +140,13 @@ def test_extreme_contrast_is_opencv():
     y, x = np.mgrid[0:64, 0:64]
     a = (((x // 8 + y // 8) % 2) * 255).astype(np.uint8)
     b = np.roll(a, 1, axis=1)
-    assert_opencv_flow(tvl1_flow(a, b)[0].numpy(), opencv(a, b), "checkerboard")
+    assert_opencv_flow(tvl1_flow(a, b, remap=CV)[0].numpy(), opencv(a, b), "checkerboard")
 
 
 def test_float_frames_are_scaled_by_255_as_opencv():
     a, b = small_pair(5)
     fa, fb = a.astype(np.float32) / 255, b.astype(np.float32) / 255
-    assert_opencv_flow(tvl1_flow(fa, fb)[0].numpy(), opencv(fa, fb), "float frames")
+    assert_opencv_flow(tvl1_flow(fa, fb, remap=CV)[0].numpy(), opencv(fa, fb), "float frames")
 
 
 def test_batches_equal_single_pairs_and_are_deterministic():
@@ -177,6 +191,8 @@ def test_strided_and_expanded_inputs():
     (dict(scale_step=1.0), "scale_step must be"),
     (dict(median_filtering=7), "median_filtering must be"),
     (dict(warps=0), "warps must be"),
+    (dict(remap="opencv3"), "remap must be one of 'opencv4', 'opencv4.14', 'opencv5'"),
+    (dict(remap=4), "remap must be one of"),
 ])
 def test_bad_input_python(bad, match):
     args = dict(prev=np.zeros((32, 32), np.uint8), next=np.zeros((32, 32), np.uint8))
@@ -192,11 +208,12 @@ def test_bad_input_python(bad, match):
     (dict(prev=torch.zeros(32, 32, dtype=torch.uint8)), "3-D tensor"),
     (dict(median=4), "median_filtering must be"),
     (dict(scale_step=0.0), "scale_step must be"),
+    (dict(remap="opencv3"), "remap must be 'opencv4', 'opencv4.14' or 'opencv5', got 'opencv3'"),
 ])
 def test_bad_input_op(change, match):
     args = dict(prev=torch.zeros(1, 32, 32, dtype=torch.uint8), next=torch.zeros(1, 32, 32, dtype=torch.uint8),
                 tau=0.25, lambda_=0.15, theta=0.3, scales=5, warps=5, epsilon=0.01, inner=30, outer=10,
-                scale_step=0.8, median=5)
+                scale_step=0.8, median=5, remap="opencv4")
     args.update(change)
     with pytest.raises(RuntimeError, match=match):
         torch.ops.meanspot_fused.tvl1_flow(*args.values())
@@ -206,7 +223,8 @@ def test_opcheck():
     a, b = small_pair(8, 32, 32)
     args = (torch.from_numpy(np.stack([a, b])), torch.from_numpy(np.stack([b, a])), 0.25, 0.15, 0.3, 3, 2, 0.01, 5,
             2, 0.8, 5)
-    torch.library.opcheck(torch.ops.meanspot_fused.tvl1_flow.default, args)
+    for remap in ("opencv4", "opencv5"):
+        torch.library.opcheck(torch.ops.meanspot_fused.tvl1_flow.default, args + (remap,))
 
 
 def test_compile_and_export():

@@ -1,6 +1,9 @@
-"""The CUDA kernels against the float64 references (tests/helpers.py); skipped without a GPU.
+"""The CUDA kernels' own cases against the float64 references (tests/helpers.py); skipped without a GPU.
 
-float32 and float64 results are compared with the float64 reference computed on
+Every op in float32 and float64, in every layout, with NaN and inf, is
+tests/network/test_ops.py's (one definition, run on each device); here the
+cases only CUDA has: kernels chosen by shared-memory size, half precision,
+fused networks, streams, graphs, compile, several GPUs. float32 and float64 results are compared with the float64 reference computed on
 the CPU, with the tolerances stated beside each assertion. float16 and bfloat16
 results are judged as flash-attention judges its kernels: the kernel's error
 against the float64 result (of the same rounded inputs and parameters) must be
@@ -16,8 +19,8 @@ import meanspot_fused as mf
 from meanspot_fused import ops
 from meanspot_fused.network.fuse import MODES
 
-from helpers import (HEAD_SETS, as_tuple, assert_low_precision_close, cbam_ref, channel_pool_ref, conv_block_ref,
-                     random_inputs, random_model, run_concurrently, spatial_pool_ref)
+from helpers import (CBAM_SHAPES, CONV_SHAPES, HEAD_SETS, POOL_SHAPES, as_tuple, assert_low_precision_close, cbam_ref,
+                     channel_pool_ref, conv_block_ref, random_inputs, random_model, run_concurrently, spatial_pool_ref)
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
@@ -44,34 +47,8 @@ def _to(args, dtype, device=DEVICE):
     return tuple(a.to(device=device, dtype=dtype) if isinstance(a, torch.Tensor) else a for a in args)
 
 
-def cuda_layouts(x):
-    """x on the GPU in several memory layouts: contiguous, channels_last, strided, H/W-transposed, expanded.
-
-    The CUDA kernels read x through its strides (no copy is made), so every
-    layout exercises a different addressing of the same values.
-    """
-    x = x.to(DEVICE)
-    yield "contiguous", x.contiguous()
-    yield "channels_last", x.contiguous(memory_format=torch.channels_last)
-    wide = torch.zeros(x.shape[:3] + (x.shape[3] * 2,), dtype=x.dtype, device=x.device)
-    wide[..., ::2] = x
-    yield "strided", wide[..., ::2]
-    yield "hw_transposed", x.transpose(2, 3).contiguous().transpose(2, 3)  # stride_w > stride_h
-    if x.shape[0] > 0:
-        yield "expanded", x[:1].expand_as(x)
-
-
 # --- the ops' argument sets, float64 on the CPU ------------------------------------------------------------------
 
-CONV_SHAPES = [  # cin, cout, hw, k, pool, affine
-    (1, 3, 42, 5, 3, True),    # MEAN u/v branch, no CBAM
-    (1, 8, 42, 5, 1, True),    # os branch before CBAM
-    (14, 8, 14, 5, 2, False),  # head conv, no CBAM
-    (14, 8, 14, 5, 1, False),  # head conv before CBAM
-    (3, 17, 12, 3, 4, True),   # odd channel counts (two channel blocks), other kernel
-    (2, 5, 9, 1, 3, True),     # 1x1 kernel
-    (2, 2, 7, 3, 7, False),    # two output channels, one pooled pixel
-]
 # Too wide for the tiled kernel's 48 KB of shared memory: the global-memory kernel.
 CONV_GLOBAL_SHAPE = (64, 4, 70, 3, 1, True)
 
@@ -81,16 +58,6 @@ def conv_args(n, cin, cout, hw, k, pool, affine):
     return _rand(n, cin, hw, hw), _rand(cout, cin, k, k), _rand(cout), scale, shift, pool
 
 
-POOL_SHAPES = [(3, 42, 42), (8, 14, 14), (5, 7, 3), (1, 1, 1),
-               (5, 70, 70)]  # planes of >= 2048 pixels: one block per plane
-
-CBAM_SHAPES = [  # c, hw, hidden, k, pool, spatial BatchNorm
-    (3, 42, 1, 7, 3, False),   # u/v branch
-    (8, 42, 1, 7, 3, False),   # os branch: 8 x 42 x 42 in shared memory (> 48 KB in float32)
-    (8, 14, 1, 7, 2, False),   # head
-    (8, 14, 1, 7, 1, True),    # head, spatial BatchNorm folded
-    (16, 10, 4, 3, 5, True),   # wider MLP, other kernel
-]
 CBAM_BIG_SHAPES = [
     (64, 64, 8, 7, 2, True),   # x too big for shared memory: x from global memory, scratch in shared memory
     (2, 256, 1, 7, 4, False),  # spatial maps too big for shared memory: global workspace
@@ -110,20 +77,7 @@ def test_build_has_cuda_kernels():
                          "toolkit (FORCE_CUDA=1 to force)")
 
 
-# --- float32 / float64 against the float64 reference, every layout ------------------------------------------------
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("n", BATCHES)
-@pytest.mark.parametrize("shape", CONV_SHAPES, ids=str)
-def test_conv_block(dtype, n, shape):
-    x, *params = conv_args(n, *shape)
-    expected = conv_block_ref(x, *params)
-    for name, xl in cuda_layouts(x.to(dtype)):
-        got = ops.conv_block(xl, *_to(params, dtype))
-        assert got.device == xl.device and got.dtype == dtype and got.shape == expected.shape, name
-        exp = expected if name != "expanded" else conv_block_ref(xl.double().cpu(), *params)
-        torch.testing.assert_close(got.cpu().double(), exp, **TOL[dtype], msg=name)
-
+# --- float32 / float64 beyond the tiled kernels' shared memory ---------------------------------------------------
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_conv_block_global_memory_kernel(dtype):
@@ -133,56 +87,11 @@ def test_conv_block_global_memory_kernel(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("n", BATCHES)
-@pytest.mark.parametrize("shape", POOL_SHAPES, ids=str)
-def test_channel_and_spatial_pool(dtype, n, shape):
-    x = _rand(n, *shape, lo=-3, hi=3)
-    for name, xl in cuda_layouts(x.to(dtype)):
-        xd = xl.double().cpu()
-        mean, mx = ops.channel_pool(xl)
-        emean, emx = channel_pool_ref(xd)
-        assert mean.device == xl.device and mean.dtype == dtype, name
-        torch.testing.assert_close(mean.cpu().double(), emean, **TOL[dtype], msg=name)
-        torch.testing.assert_close(mx.cpu().double(), emx, atol=0, rtol=0, msg=name)  # the max is exact
-        got = ops.spatial_pool(xl)
-        assert got.device == xl.device and got.dtype == dtype, name
-        torch.testing.assert_close(got.cpu().double(), spatial_pool_ref(xd), **TOL[dtype], msg=name)
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("n", BATCHES)
-@pytest.mark.parametrize("shape", CBAM_SHAPES, ids=str)
-def test_cbam(dtype, n, shape):
-    x, *params = cbam_args(n, *shape)
-    for name, xl in cuda_layouts(x.to(dtype)):
-        got = ops.cbam(xl, *_to(params, dtype))
-        assert got.device == xl.device and got.dtype == dtype, name
-        torch.testing.assert_close(got.cpu().double(), cbam_ref(xl.double().cpu(), *params), **TOL[dtype], msg=name)
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", CBAM_BIG_SHAPES, ids=str)
 def test_cbam_without_room_in_shared_memory(dtype, shape):
     x, *params = cbam_args(3, *shape)
     got = ops.cbam(x.to(DEVICE, dtype), *_to(params, dtype))
     torch.testing.assert_close(got.cpu().double(), cbam_ref(x, *params), **TOL[dtype])
-
-
-def test_nan_and_inf_stay_in_their_sample():
-    """A NaN or inf in one sample changes that sample's outputs exactly as in the reference, no other."""
-    x = _rand(4, 8, 14, 14)
-    x[1, 3, 5, 6] = float("nan")
-    x[2, 0, 0, 0] = float("inf")
-    x[3, 7, 13, 13] = -float("inf")
-    w, b = _rand(8, 8, 5, 5), _rand(8)
-    params = cbam_args(1, 8, 14, 1, 7, 2, False)[1:6]
-    xc, wc, bc, pc = x.to(DEVICE), w.to(DEVICE), b.to(DEVICE), _to(params, torch.float64)
-    cases = [(ops.conv_block(xc, wc, bc, None, None, 2), conv_block_ref(x, w, b, None, None, 2)),
-             (ops.cbam(xc, *pc, 1.0, 0.0, 2), cbam_ref(x, *params, pool=2)),
-             (ops.spatial_pool(xc), spatial_pool_ref(x))] + list(zip(ops.channel_pool(xc), channel_pool_ref(x)))
-    for got, exp in cases:
-        torch.testing.assert_close(got.cpu(), exp, equal_nan=True, atol=1e-12, rtol=1e-12)  # float64
-        assert torch.isfinite(got[0]).all()
 
 
 # --- float16 / bfloat16: at most twice the error of the reference ops in that precision -------------------------

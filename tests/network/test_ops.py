@@ -1,12 +1,18 @@
-"""Each fused op against its float64 reference (tests/helpers.py), on CPU."""
+"""Each fused op against its float64 reference (tests/helpers.py), on every device (conftest.py ``device``).
+
+On the CPU at every instruction-set level this machine runs (conftest.py
+``cpu_level``); on CUDA when a GPU is present, the same definitions (the
+CUDA-only cases, low precision, streams, graphs, shared-memory limits, are in
+tests/network/test_cuda.py).
+"""
 import pytest
 import torch
 
 from meanspot_fused import ops
 
-from helpers import cbam_ref, channel_pool_ref, conv_block_ref, layouts, spatial_pool_ref
+from helpers import (CBAM_SHAPES, CONV_SHAPES, POOL_SHAPES, cbam_ref, channel_pool_ref, conv_block_ref, layouts,
+                     spatial_pool_ref)
 
-# Every CPU instruction-set level this machine runs (conftest.py).
 pytestmark = pytest.mark.usefixtures("cpu_level")
 
 # float64 kernels must match the float64 reference to rounding; float32 kernels
@@ -20,42 +26,42 @@ def _rand(*shape, lo=-1.0, hi=1.0):
     return torch.rand(*shape, dtype=torch.float64) * (hi - lo) + lo
 
 
+def _on(device, dtype):
+    """Cast a parameter (or None) to dtype on device."""
+    return lambda t: None if t is None else t.to(device=device, dtype=dtype)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n", BATCHES)
-@pytest.mark.parametrize("cin,cout,hw,k,pool,affine", [
-    (1, 3, 42, 5, 3, True),    # MEAN u/v branch, no CBAM
-    (1, 8, 42, 5, 1, True),    # os branch before CBAM
-    (14, 8, 14, 5, 2, False),  # head conv, no CBAM
-    (14, 8, 14, 5, 1, False),  # head conv before CBAM
-    (3, 17, 12, 3, 4, True),   # odd channel counts, other kernel
-    (2, 5, 9, 1, 3, True),     # 1x1 kernel
-])
-def test_conv_block(dtype, n, cin, cout, hw, k, pool, affine):
+@pytest.mark.parametrize("cin,cout,hw,k,pool,affine", CONV_SHAPES)
+def test_conv_block(device, dtype, n, cin, cout, hw, k, pool, affine):
     x = _rand(n, cin, hw, hw)
     w, b = _rand(cout, cin, k, k), _rand(cout)
     scale, shift = (_rand(cout, lo=-2, hi=2), _rand(cout)) if affine else (None, None)
     expected = conv_block_ref(x, w, b, scale, shift, pool)
-    cast = (lambda t: None if t is None else t.to(dtype))
-    for name, xl in layouts(x.to(dtype)):
+    cast = _on(device, dtype)
+    for name, xl in layouts(x.to(dtype), device):
         got = ops.conv_block(xl, cast(w), cast(b), cast(scale), cast(shift), pool)
-        assert got.shape == expected.shape, name
-        torch.testing.assert_close(got.double(), expected if name != "expanded" else
-                                   conv_block_ref(xl.double(), w, b, scale, shift, pool), **TOL[dtype], msg=name)
+        assert got.device == xl.device and got.dtype == dtype and got.shape == expected.shape, name
+        exp = expected if name != "expanded" else conv_block_ref(xl.double().cpu(), w, b, scale, shift, pool)
+        torch.testing.assert_close(got.cpu().double(), exp, **TOL[dtype], msg=name)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n", BATCHES)
-@pytest.mark.parametrize("shape", [(3, 42, 42), (8, 14, 14), (5, 7, 3), (1, 1, 1)])
-def test_channel_and_spatial_pool(dtype, n, shape):
+@pytest.mark.parametrize("shape", POOL_SHAPES, ids=str)
+def test_channel_and_spatial_pool(device, dtype, n, shape):
     x = _rand(n, *shape, lo=-3, hi=3)
-    for name, xl in layouts(x.to(dtype)):
-        xd = xl.double()
+    for name, xl in layouts(x.to(dtype), device):
+        xd = xl.double().cpu()
         mean, mx = ops.channel_pool(xl)
         emean, emx = channel_pool_ref(xd)
-        torch.testing.assert_close(mean.double(), emean, **TOL[dtype], msg=name)
-        torch.testing.assert_close(mx.double(), emx, atol=0, rtol=0, msg=name)  # max is exact
+        assert mean.device == xl.device and mean.dtype == dtype, name
+        torch.testing.assert_close(mean.cpu().double(), emean, **TOL[dtype], msg=name)
+        torch.testing.assert_close(mx.cpu().double(), emx, atol=0, rtol=0, msg=name)  # max is exact
         got = ops.spatial_pool(xl)
-        torch.testing.assert_close(got.double(), spatial_pool_ref(xd), **TOL[dtype], msg=name)
+        assert got.device == xl.device and got.dtype == dtype, name
+        torch.testing.assert_close(got.cpu().double(), spatial_pool_ref(xd), **TOL[dtype], msg=name)
 
 
 def _cbam_params(c, hidden, k):
@@ -64,24 +70,20 @@ def _cbam_params(c, hidden, k):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n", BATCHES)
-@pytest.mark.parametrize("c,hw,hidden,k,pool,bn", [
-    (3, 42, 1, 7, 3, False),   # u/v branch
-    (8, 42, 1, 7, 3, False),   # os branch
-    (8, 14, 1, 7, 2, False),   # head
-    (8, 14, 1, 7, 1, True),    # head, spatial BatchNorm folded
-    (16, 10, 4, 3, 5, True),   # wider MLP, other kernel
-])
-def test_cbam(dtype, n, c, hw, hidden, k, pool, bn):
+@pytest.mark.parametrize("c,hw,hidden,k,pool,bn", CBAM_SHAPES)
+def test_cbam(device, dtype, n, c, hw, hidden, k, pool, bn):
     x = _rand(n, c, hw, hw, lo=-2, hi=2)
     params = _cbam_params(c, hidden, k)
     scale, shift = (-1.3, 0.4) if bn else (1.0, 0.0)
-    for name, xl in layouts(x.to(dtype)):
-        got = ops.cbam(xl, *(p.to(dtype) for p in params), scale, shift, pool)
-        expected = cbam_ref(xl.double(), *params, scale, shift, pool)
-        torch.testing.assert_close(got.double(), expected, **TOL[dtype], msg=name)
+    cast = _on(device, dtype)
+    for name, xl in layouts(x.to(dtype), device):
+        got = ops.cbam(xl, *(cast(p) for p in params), scale, shift, pool)
+        assert got.device == xl.device and got.dtype == dtype, name
+        expected = cbam_ref(xl.double().cpu(), *params, scale, shift, pool)
+        torch.testing.assert_close(got.cpu().double(), expected, **TOL[dtype], msg=name)
 
 
-def test_nan_and_inf_stay_in_their_sample():
+def test_nan_and_inf_stay_in_their_sample(device):
     """A NaN or inf in one sample changes that sample's outputs exactly as in the reference, no other."""
     x = _rand(4, 8, 14, 14)
     x[1, 3, 5, 6] = float("nan")
@@ -89,11 +91,13 @@ def test_nan_and_inf_stay_in_their_sample():
     x[3, 7, 13, 13] = -float("inf")
     w, b = _rand(8, 8, 5, 5), _rand(8)
     params = _cbam_params(8, 1, 7)
-    for got, exp in [(ops.conv_block(x, w, b, None, None, 2), conv_block_ref(x, w, b, None, None, 2)),
-                     (ops.cbam(x, *params, 1.0, 0.0, 2), cbam_ref(x, *params, pool=2)),
-                     (ops.spatial_pool(x), spatial_pool_ref(x))] + list(zip(ops.channel_pool(x),
-                                                                            channel_pool_ref(x))):
-        torch.testing.assert_close(got, exp, equal_nan=True, atol=1e-12, rtol=1e-12)
+    on = _on(device, torch.float64)
+    xc, wc, bc, pc = on(x), on(w), on(b), [on(p) for p in params]
+    cases = [(ops.conv_block(xc, wc, bc, None, None, 2), conv_block_ref(x, w, b, None, None, 2)),
+             (ops.cbam(xc, *pc, 1.0, 0.0, 2), cbam_ref(x, *params, pool=2)),
+             (ops.spatial_pool(xc), spatial_pool_ref(x))] + list(zip(ops.channel_pool(xc), channel_pool_ref(x)))
+    for got, exp in cases:
+        torch.testing.assert_close(got.cpu(), exp, equal_nan=True, atol=1e-12, rtol=1e-12)  # float64
         assert torch.isfinite(got[0]).all()
 
 

@@ -31,7 +31,7 @@ pytest.importorskip("matplotlib")
 from meanspot_fused.features import synthetic as S  # noqa: E402
 from meanspot_fused.io import frames as fr  # noqa: E402
 
-from helpers import KERAS_CASES, random_model  # noqa: E402
+from helpers import KERAS_CASES, installed_remap, random_model  # noqa: E402
 
 CASES = KERAS_CASES
 CASME_SPOT = CASES / "mean_weights" / "CASME_sq" / "spot" / "s1.hdf5"
@@ -107,6 +107,23 @@ def test_spot_equals_the_composed_stages(clip, tmp_path, chunk):
     assert set(summary["seconds"]) >= {"read", "crop", "features", "network", "spotting", "write", "total"}
     assert {"meanspot_fused", "torch", "numpy", "opencv"} <= set(summary["versions"])
     assert (folder / "scores.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert summary["remap"] == "opencv4"  # MEAN's OpenCV line by default
+
+
+def test_spot_remap_option(clip, tmp_path):
+    """--remap opencv5 runs the features with 5.x's flow: the composed stages with that remap, recorded."""
+    d, frames, _ = clip
+    assert spot([d / "clip.npy"], d / "spot.pt", tmp_path, "--landmarks", d / "lm.npy", "--remap", "opencv5") == 0
+    from meanspot_fused.io.checkpoints import load_model
+    model = load_model(d / "spot.pt")
+    x = video_features(frames, 3, S.face_landmarks(), remap="opencv5")
+    with torch.no_grad():
+        expected = model.float()(x[:, 0:1], x[:, 1:2], x[:, 2:3])[:, 0].numpy()
+    scores = np.load(tmp_path / "clip" / "scores.npy")
+    assert np.abs(scores - expected).max() <= 1e-5  # as in test_spot_equals_the_composed_stages
+    (default,) = library_scores(frames, model, 3, S.face_landmarks())
+    assert np.abs(scores - default[:, 0].numpy()).max() > 1e-5  # the other line's features score differently
+    assert json.loads((tmp_path / "clip" / "summary.json").read_text())["remap"] == "opencv5"
 
 
 def test_spot_video_smooths_each_video_once(clip, monkeypatch):
@@ -444,7 +461,7 @@ def test_published_model_finds_the_injected_events_as_mean_does(brow_video, mean
     d, _, truth = brow_video
     out = tmp_path / "out"
     assert main(["spot", str(d / "brows.npy"), "--model", str(CASME_SPOT), "--dataset", "CASME_sq", "--k-p", "6",
-                 "--landmarks", str(d / "lm.npy"), "--out", str(out), "--quiet"]) == 0
+                 "--landmarks", str(d / "lm.npy"), "--out", str(out), "--quiet", "--remap", installed_remap()]) == 0
     ours = csv_intervals(out / "brows" / "intervals.csv")
     mean_rows, _, _ = mean_spotting(mean_composition, 6, 0.55, True)
     assert np.array_equal(ours, mean_rows), (ours, mean_rows)
@@ -458,7 +475,7 @@ def score_diff(brow_video, mean_composition, tmp_path_factory):
     d, _, _ = brow_video
     out = tmp_path_factory.mktemp("scores")
     assert main(["spot", str(d / "brows.npy"), "--model", str(CASME_SPOT), "--k", "3", "--k-p", "6",
-                 "--landmarks", str(d / "lm.npy"), "--out", str(out), "--quiet"]) == 0
+                 "--landmarks", str(d / "lm.npy"), "--out", str(out), "--quiet", "--remap", installed_remap()]) == 0
     diff = np.abs(np.load(out / "brows" / "scores.npy").astype(np.float64) - mean_composition)
     print(f"published CASME_sq spot model: |score diff| mean {diff.mean():.4g}, p99 {np.quantile(diff, 0.99):.4g}, "
           f"max {diff.max():.4g} over {diff.size} pairs")
@@ -468,3 +485,9 @@ def score_diff(brow_video, mean_composition, tmp_path_factory):
 def test_published_model_scores_within_the_issue_bound(score_diff):
     """Issue #9's bound: spot scores on our features within 0.01 of those on MEAN's (measured: below 1e-6)."""
     assert score_diff.max() <= 0.01, (score_diff.mean(), score_diff.max())
+
+
+def test_spot_settings_reject_an_unknown_remap():
+    from meanspot_fused.pipeline import SpotError, SpotSettings
+    with pytest.raises(SpotError, match="remap must be one of 'opencv4', 'opencv4.14', 'opencv5'"):
+        SpotSettings(k=3, k_p=3, landmarks="lm.npy", remap="opencv3").check()

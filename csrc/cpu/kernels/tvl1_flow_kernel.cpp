@@ -226,6 +226,48 @@ void warp_level(const float* i0, const float* texels, const float* u1, const flo
   }
 }
 
+// The warp as OpenCV 4.x's remap (tvl1::legacy_warp_taps): the 16 taps of the
+// three planes at once, each tap times its 2-D weight; the interior summed as
+// tvl1::legacy_interior_sum (row by row, rounded products) or, for 4.14, as
+// tvl1::legacy_simd_interior_sum (fused per column); the border tap by tap
+// (taps outside read the zeros of the texel border, as
+// tvl1::legacy_border_sum requires).
+template <bool kSimd414>
+void warp_level_legacy(const float* i0, const float* texels, const float* u1, const float* u2, int h, int w,
+                       float* iwx, float* iwy, float* grad, float* rho_c) {
+  const int64_t row = (w + 2 * kWarpPad) * 4;
+  for (int y = 0; y < h; ++y) {
+    for (int x = 0; x < w; ++x) {
+      const int64_t i = int64_t(y) * w + x;
+      int x0, y0;
+      float wt[16];
+      const bool inside = tvl1::legacy_warp_taps(x, y, u1[i], u2[i], h, w, x0, y0, wt);
+      const float* t = texels + (y0 + kWarpPad) * row + (x0 + kWarpPad) * 4;
+      Vec4 warped;
+      if (inside && kSimd414) {
+        Vec4 col[4];
+        for (int j = 0; j < 4; ++j) col[j] = fma4(load4(t + 4 * j), wt[j], Vec4{0.f, 0.f, 0.f, 0.f});
+        for (int k = 1; k < 4; ++k)
+          for (int j = 0; j < 4; ++j) col[j] = fma4(load4(t + k * row + 4 * j), wt[4 * k + j], col[j]);
+        warped = (col[0] + col[2]) + (col[1] + col[3]);
+      } else if (inside) {
+        for (int k = 0; k < 4; ++k, t += row) {
+          const float* q = wt + 4 * k;
+          const Vec4 r = ((load4(t) * q[0] + load4(t + 4) * q[1]) + load4(t + 8) * q[2]) + load4(t + 12) * q[3];
+          warped = k == 0 ? r : warped + r;
+        }
+      } else {
+        warped = Vec4{0.f, 0.f, 0.f, 0.f};
+        for (int k = 0; k < 4; ++k, t += row)
+          for (int j = 0; j < 4; ++j) warped = warped + load4(t + 4 * j) * wt[4 * k + j];
+      }
+      iwx[i] = warped[1];
+      iwy[i] = warped[2];
+      tvl1::grad_rho(warped[0], warped[1], warped[2], u1[i], u2[i], i0[i], grad[i], rho_c[i]);
+    }
+  }
+}
+
 // Per-thread scratch for one pair, reused across the pairs of a thread.
 struct Workspace {
   Buffer<float> data;
@@ -338,7 +380,12 @@ void solve_level(const float* i0, const float* i1, Level& L, const Params& p, fl
   interleave_texels(i1, i1x, i1y, h, w, texels);
   for (float* d : {L.p11, L.p12, L.p21, L.p22}) std::fill(d, d + n, 0.f);
   for (int warp = 0; warp < p.warps; ++warp) {
-    warp_level(i0, texels, L.u1, L.u2, h, w, L.iwx, L.iwy, L.grad, L.rho_c);
+    if (p.remap == tvl1::kRemapOpenCV4)
+      warp_level_legacy<false>(i0, texels, L.u1, L.u2, h, w, L.iwx, L.iwy, L.grad, L.rho_c);
+    else if (p.remap == tvl1::kRemapOpenCV414)
+      warp_level_legacy<true>(i0, texels, L.u1, L.u2, h, w, L.iwx, L.iwy, L.grad, L.rho_c);
+    else
+      warp_level(i0, texels, L.u1, L.u2, h, w, L.iwx, L.iwy, L.grad, L.rho_c);
     bool above = true;
     for (int outer = 0; above && outer < p.outer; ++outer) {
       if (p.median == 3) {
