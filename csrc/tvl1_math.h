@@ -272,12 +272,12 @@ TVL1_HD void legacy_cubic_coeffs(int k, float c[4]) {
   c[3] = sub(sub(sub(1.f, c[0]), c[1]), c[2]);
 }
 
-// The taps of the 4.x warp of pixel (x, y) by (u1, u2) on an h x w level:
-// first tap (x0, y0), the 2-D weights w[i * 4 + j] = cy[i] * cx[j] (row i,
-// column j; one float product, as 4.x's table holds them) and whether all
-// 16 taps lie inside the level (4.x's interior test; when false, taps outside
+// The 4.x warp position of pixel (x, y) by (u1, u2) on an h x w level: first
+// tap (x0, y0), the quantised fractions fx, fy in [0, 32) and whether all 16
+// taps lie inside the level (4.x's interior test; when false, taps outside
 // must read 0 and the taps are summed in order by legacy_border_sum).
-TVL1_HD bool legacy_warp_taps(int x, int y, float u1, float u2, int h, int w, int& x0, int& y0, float wt[16]) {
+TVL1_HD bool legacy_warp_position(int x, int y, float u1, float u2, int h, int w, int& x0, int& y0, int& fx,
+                                  int& fy) {
 #ifdef __CUDA_ARCH__
   const int qx = __float2int_rn(mul(clamp_warp(add(float(x), u1), w), float(kLegacyTabSize)));
   const int qy = __float2int_rn(mul(clamp_warp(add(float(y), u2), h), float(kLegacyTabSize)));
@@ -287,12 +287,19 @@ TVL1_HD bool legacy_warp_taps(int x, int y, float u1, float u2, int h, int w, in
 #endif
   x0 = (qx >> kLegacyTabBits) - 1;  // arithmetic shift: floor for negative positions too
   y0 = (qy >> kLegacyTabBits) - 1;
+  fx = qx & (kLegacyTabSize - 1);
+  fy = qy & (kLegacyTabSize - 1);
+  return unsigned(x0) < unsigned(w > 3 ? w - 3 : 0) && unsigned(y0) < unsigned(h > 3 ? h - 3 : 0);
+}
+
+// 4.x's 2-D weights of the quantised fractions (fx, fy): wt[i * 4 + j] =
+// cy[i] * cx[j] (row i, column j), one float product, as its table holds them.
+TVL1_HD void legacy_weights(int fx, int fy, float wt[16]) {
   float cx[4], cy[4];
-  legacy_cubic_coeffs(qx & (kLegacyTabSize - 1), cx);
-  legacy_cubic_coeffs(qy & (kLegacyTabSize - 1), cy);
+  legacy_cubic_coeffs(fx, cx);
+  legacy_cubic_coeffs(fy, cy);
   for (int i = 0; i < 4; ++i)
     for (int j = 0; j < 4; ++j) wt[i * 4 + j] = mul(cy[i], cx[j]);
-  return unsigned(x0) < unsigned(w > 3 ? w - 3 : 0) && unsigned(y0) < unsigned(h > 3 ? h - 3 : 0);
 }
 
 // 4.x's interior sum of one 4 x 4 patch v (row-major, as wt): each row

@@ -263,7 +263,8 @@ def _spot(sub) -> None:
                    help="(68, 2) dlib-ordered (x, y) landmarks of the first 128x128 crop (.npy or .txt), for "
                         "every input")
     p.add_argument("--landmark-model", metavar="PATH",
-                   help="dlib's shape_predictor_68_face_landmarks.dat (needs dlib), used without --landmarks")
+                   help="dlib's shape_predictor_68_face_landmarks.dat, used without --landmarks (default: the one "
+                        "the faces extra installs; needs dlib: pip install \"meanspot_fused[faces]\")")
     p.add_argument("--face-box", metavar="X,Y,W,H", help="face box for every input instead of detection")
     p.add_argument("--cascade", metavar="XML", help="OpenCV Haar cascade file for face detection without dlib")
     p.add_argument("--no-jpeg", dest="jpeg", action="store_false",

@@ -33,6 +33,7 @@ head) raise :class:`SpotError` (a ``ValueError``) naming the problem.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 import sys
 import time
@@ -41,10 +42,10 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from .errors import InputError
+from .errors import InputError, MissingDependencyError
 from .features.mean import FRAME_SIZE, mean_rois
-from .io.frames import FramesError, _as_landmarks, crop_faces, detect_face, iter_frames, load_landmarks, \
-    predict_landmarks
+from .io.frames import FACES_EXTRA, FramesError, _as_landmarks, crop_faces, default_landmark_model, detect_face, \
+    iter_frames, load_landmarks, predict_landmarks
 from .io.spot_outputs import video_name, video_summary, write_video_folder
 from .network.reference import MeanSpot
 from .spotting import DATASET_K, recognise, spot_scores
@@ -105,11 +106,18 @@ class SpotSettings:
         if self.chunk <= self.k:
             raise SpotError(f"chunk must be larger than k ({self.k}) so that every chunk completes pairs, "
                             f"got {self.chunk}")
-        if self.landmarks is None and self.landmark_model is None:
-            raise SpotError("landmarks are needed for MEAN's eye and mouth regions: give a (68, 2) landmark file "
-                            "of the first 128x128 crop (--landmarks FILE, dlib's order, x then y), or dlib's "
-                            "68-point model (--landmark-model shape_predictor_68_face_landmarks.dat, needs "
-                            "pip install dlib)")
+        if self.landmarks is None:
+            # dlib predicts them on each video's first crop: dlib and a model must be there before any
+            # video is read (a missing dependency, exit 3, not a failed video).
+            if self.landmark_model is None and default_landmark_model() is None:
+                raise MissingDependencyError(
+                    "landmarks are needed for MEAN's eye and mouth regions: " + FACES_EXTRA + " (dlib and its "
+                    "68-point model, found automatically), or give dlib's model file (--landmark-model "
+                    "shape_predictor_68_face_landmarks.dat) or a (68, 2) landmark file of the first 128x128 crop "
+                    "(--landmarks FILE, dlib's order, x then y)")
+            if importlib.util.find_spec("dlib") is None:
+                raise MissingDependencyError("predicting landmarks needs dlib: " + FACES_EXTRA + " (the dlib-bin "
+                                             "wheel), or give a (68, 2) landmark file (--landmarks FILE)")
 
 
 @dataclasses.dataclass
@@ -193,7 +201,8 @@ def _landmarks(settings: SpotSettings, first_crop: np.ndarray) -> Tuple[np.ndarr
     """(68, 2) int64 landmarks of the video and where they came from."""
     lm = settings.landmarks
     if lm is None:
-        return predict_landmarks(first_crop, settings.landmark_model), f"dlib {settings.landmark_model}"
+        model = settings.landmark_model or default_landmark_model()
+        return predict_landmarks(first_crop, model), f"dlib {model}"
     if isinstance(lm, (str, os.PathLike)):
         return load_landmarks(lm), os.fspath(lm)
     return _as_landmarks(np.asarray(lm), "landmarks"), "array"

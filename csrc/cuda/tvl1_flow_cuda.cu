@@ -211,7 +211,9 @@ __device__ __forceinline__ void warp_pixel(const Level& L, const float* __restri
     tvl1::warp_taps(x, y, u1, u2, h, w, x0, y0, wt, wt + 4);
     inside = x0 >= 0 && y0 >= 0 && x0 + 3 < w && y0 + 3 < h;
   } else {
-    inside = tvl1::legacy_warp_taps(x, y, u1, u2, h, w, x0, y0, wt);
+    int fx, fy;
+    inside = tvl1::legacy_warp_position(x, y, u1, u2, h, w, x0, y0, fx, fy);
+    tvl1::legacy_weights(fx, fy, wt);
   }
   float warped[3];
 #pragma unroll

@@ -53,7 +53,9 @@ tvl1::Params check_tvl1_flow_args(const at::Tensor& prev, const at::Tensor& next
   TORCH_CHECK(median == 0 || median == 1 || median == 3 || median == 5, op,
               ": median_filtering must be 0 or 1 (off), 3 or 5 (OpenCV's float median sizes), got ", median);
   TORCH_CHECK(remap == "opencv4" || remap == "opencv4.14" || remap == "opencv5", op,
-              ": remap must be 'opencv4', 'opencv4.14' or 'opencv5', got '", std::string(remap), "'");
+              ": remap must be 'opencv4', 'opencv4.14' or 'opencv5' (the OpenCV whose bicubic remap the flow "
+              "reproduces), got '",
+              std::string(remap), "'");
   tvl1::Params p;
   p.tau = tau;
   p.lambda = lambda;

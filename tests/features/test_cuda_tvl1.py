@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from meanspot_fused.features.flow import TVL1_DEFAULTS, tvl1_flow
+from meanspot_fused.features.flow import REMAPS, TVL1_DEFAULTS, tvl1_flow
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
@@ -102,13 +102,15 @@ def assert_same(got, expected, what=""):
 
 # --- CUDA vs CPU ---------------------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("remap", REMAPS)
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
 @pytest.mark.parametrize("size", SIZES)
-def test_matches_cpu(size, dtype):
+def test_matches_cpu(size, dtype, remap):
+    """Every OpenCV remap (csrc/tvl1_math.h: 5.x's separable warp, 4.x's table weights and sums)."""
     n = 1 if size == (256, 256) else 3
     a, b = frames(n, *size, dtype, seed=1)
-    expected = OP(a, b, *DEFAULTS)
-    assert_same(OP(a.to(DEVICE), b.to(DEVICE), *DEFAULTS), expected, f"{size} {dtype}")
+    expected = OP(a, b, *DEFAULTS, remap)
+    assert_same(OP(a.to(DEVICE), b.to(DEVICE), *DEFAULTS, remap), expected, f"{size} {dtype} {remap}")
 
 
 @pytest.mark.parametrize("batch", [0, 1, 17])

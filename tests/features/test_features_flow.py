@@ -191,8 +191,8 @@ def test_strided_and_expanded_inputs():
     (dict(scale_step=1.0), "scale_step must be"),
     (dict(median_filtering=7), "median_filtering must be"),
     (dict(warps=0), "warps must be"),
-    (dict(remap="opencv3"), "remap must be one of 'opencv4', 'opencv4.14', 'opencv5'"),
-    (dict(remap=4), "remap must be one of"),
+    (dict(remap="opencv3"), "remap must be 'opencv4', 'opencv4.14' or 'opencv5'"),
+    (dict(remap=4), "remap must be 'opencv4'.*got 4"),
 ])
 def test_bad_input_python(bad, match):
     args = dict(prev=np.zeros((32, 32), np.uint8), next=np.zeros((32, 32), np.uint8))
@@ -208,7 +208,7 @@ def test_bad_input_python(bad, match):
     (dict(prev=torch.zeros(32, 32, dtype=torch.uint8)), "3-D tensor"),
     (dict(median=4), "median_filtering must be"),
     (dict(scale_step=0.0), "scale_step must be"),
-    (dict(remap="opencv3"), "remap must be 'opencv4', 'opencv4.14' or 'opencv5', got 'opencv3'"),
+    (dict(remap="opencv3"), r"remap must be 'opencv4', 'opencv4.14' or 'opencv5' \(the OpenCV .*\), got 'opencv3'"),
 ])
 def test_bad_input_op(change, match):
     args = dict(prev=torch.zeros(1, 32, 32, dtype=torch.uint8), next=torch.zeros(1, 32, 32, dtype=torch.uint8),
@@ -242,3 +242,13 @@ def test_compile_and_export():
     # The Python wrapper, its argument checks included, compiles without a graph break too.
     wrapper = torch.compile(lambda x, y: tvl1_flow(x, y), fullgraph=True)
     assert torch.equal(wrapper(ta, tb), ref)
+
+
+def test_remap_error_has_the_ops_words():
+    """The wrapper's check and the op's own (called through torch.ops) say the same."""
+    a = torch.zeros(1, 32, 32, dtype=torch.uint8)
+    with pytest.raises(ValueError) as wrapper:
+        tvl1_flow(a, a, remap="opencv3")
+    with pytest.raises(RuntimeError) as op:
+        torch.ops.meanspot_fused.tvl1_flow(a, a, 0.25, 0.15, 0.3, 5, 5, 0.01, 30, 10, 0.8, 5, "opencv3")
+    assert str(wrapper.value) in str(op.value), (str(wrapper.value), str(op.value))

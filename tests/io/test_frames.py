@@ -6,6 +6,7 @@ import pytest
 
 cv2 = pytest.importorskip("cv2")
 
+from meanspot_fused.errors import MissingDependencyError  # noqa: E402
 from meanspot_fused.io import frames as fr  # noqa: E402
 from meanspot_fused.io.frames import (FramesError, crop_faces, detect_face, iter_frames, load_landmarks,  # noqa: E402
                                       parse_face_box, predict_landmarks, read_frames)
@@ -186,11 +187,12 @@ def test_haar_cascade_finds_the_astronaut(monkeypatch):
 
 
 def test_detect_face_with_dlib_converts_rectangles(monkeypatch):
-    module, calls = fake_dlib([FakeRect(10, 20, 50, 70), FakeRect(100, 100, 200, 190)])
+    module, calls = fake_dlib([FakeRect(100, 100, 200, 190), FakeRect(10, 20, 50, 70)])
     monkeypatch.setattr(fr, "_import_dlib", lambda: module)
     frame = np.zeros((240, 320, 3), np.uint8)
-    # Largest: left 100, top 100, right 200, bottom 190 -> (100, 100, 100, 90).
-    assert detect_face(frame) == (100, 100, 100, 90)
+    # MEAN's loop keeps the last rectangle dlib lists, not the largest:
+    # left 10, top 20, right 50, bottom 70 -> (10, 20, 40, 50).
+    assert detect_face(frame) == (10, 20, 40, 50)
     assert calls == [("detect", (240, 320, 3), 1)]
     module, _ = fake_dlib([])
     monkeypatch.setattr(fr, "_import_dlib", lambda: module)
@@ -329,7 +331,7 @@ def test_load_landmarks_npy_and_missing_errors(tmp_path):
 
 def test_predict_landmarks_without_dlib(monkeypatch):
     monkeypatch.setattr(fr, "_import_dlib", lambda: None)
-    with pytest.raises(FramesError, match="needs dlib \\(pip install dlib.*--landmarks"):
+    with pytest.raises(MissingDependencyError, match="needs dlib: pip install \"meanspot_fused\\[faces\\]\".*--landmarks"):
         predict_landmarks(np.zeros((128, 128), np.uint8), "shape_predictor_68_face_landmarks.dat")
 
 

@@ -333,7 +333,6 @@ def test_dataset_preset_sets_k(clip, tmp_path):
     ("garbage video", "cannot open as a video"),
     ("k too large", "k \\(40\\) must be smaller than the number of frames \\(40\\)"),
     ("bad landmarks", "expected 68 landmarks"),
-    ("no landmarks", "landmarks are needed .*--landmarks FILE.*--landmark-model"),
     ("recog only model", "has no spot head \\(heads: recog\\)"),
     ("no face", "no face found on the frame"),
     ("missing model", "does not exist"),
@@ -362,8 +361,6 @@ def test_bad_input_exits_2_and_writes_nothing(clip, tmp_path, capsys, monkeypatc
     elif case == "bad landmarks":
         np.save(src / "lm.npy", np.zeros((5, 2)))
         extra = ["--landmarks", src / "lm.npy"]
-    elif case == "no landmarks":
-        extra = []
     elif case == "recog only model":
         model = d / "recog.pt"
     elif case == "no face":
@@ -489,5 +486,36 @@ def test_published_model_scores_within_the_issue_bound(score_diff):
 
 def test_spot_settings_reject_an_unknown_remap():
     from meanspot_fused.pipeline import SpotError, SpotSettings
-    with pytest.raises(SpotError, match="remap must be one of 'opencv4', 'opencv4.14', 'opencv5'"):
+    with pytest.raises(SpotError, match="remap must be 'opencv4', 'opencv4.14' or 'opencv5'"):
         SpotSettings(k=3, k_p=3, landmarks="lm.npy", remap="opencv3").check()
+
+
+@pytest.mark.parametrize("missing", ["model", "dlib"])
+def test_spot_without_the_faces_extra_exits_3(clip, tmp_path, capsys, monkeypatch, missing):
+    """No --landmarks and no dlib or model: a missing dependency (exit 3) naming the extra, before any video."""
+    from meanspot_fused import pipeline
+    d, _, _ = clip
+    if missing == "model":
+        monkeypatch.setattr(pipeline, "default_landmark_model", lambda: None)
+    else:
+        real = pipeline.importlib.util.find_spec
+        monkeypatch.setattr(pipeline.importlib.util, "find_spec", lambda name: None if name == "dlib" else real(name))
+        monkeypatch.setattr(pipeline, "default_landmark_model", lambda: "shape_predictor_68_face_landmarks.dat")
+    out = tmp_path / "out"
+    assert spot([d / "clip.npy"], d / "spot.pt", out) == 3
+    err = capsys.readouterr().err
+    assert 'pip install "meanspot_fused[faces]"' in err and "--landmarks FILE" in err, err
+    assert not out.exists()
+
+
+def test_default_landmark_model_is_found_without_importing_the_package(monkeypatch):
+    """face-recognition-models' __init__ imports pkg_resources (gone from setuptools >= 81): locate, never import."""
+    import sys
+    from meanspot_fused.io.frames import default_landmark_model
+    pytest.importorskip("dlib")
+    monkeypatch.delitem(sys.modules, "face_recognition_models", raising=False)
+    path = default_landmark_model()
+    if path is None:
+        pytest.skip("face-recognition-models is not installed (pip install \"meanspot_fused[faces]\")")
+    assert path.endswith("models/shape_predictor_68_face_landmarks.dat") and os.path.getsize(path) > 90e6
+    assert "face_recognition_models" not in sys.modules

@@ -226,22 +226,35 @@ void warp_level(const float* i0, const float* texels, const float* u1, const flo
   }
 }
 
-// The warp as OpenCV 4.x's remap (tvl1::legacy_warp_taps): the 16 taps of the
+// OpenCV 4.x's 2-D bicubic weights of every quantised fraction, as its own
+// table: at ((fy * 32 + fx) * 16) the 16 weights of tvl1::legacy_weights(fx,
+// fy) (64 KB, built once per thread; a lookup in place of 24 dependent
+// coefficient steps and 16 products per pixel).
+constexpr int kLegacyTableFloats = tvl1::kLegacyTabSize * tvl1::kLegacyTabSize * 16;
+
+void fill_legacy_table(float* table) {
+  for (int fy = 0; fy < tvl1::kLegacyTabSize; ++fy)
+    for (int fx = 0; fx < tvl1::kLegacyTabSize; ++fx)
+      tvl1::legacy_weights(fx, fy, table + (fy * tvl1::kLegacyTabSize + fx) * 16);
+}
+
+// The warp as OpenCV 4.x's remap (tvl1::legacy_warp_position, weights from
+// the table): the 16 taps of the
 // three planes at once, each tap times its 2-D weight; the interior summed as
 // tvl1::legacy_interior_sum (row by row, rounded products) or, for 4.14, as
 // tvl1::legacy_simd_interior_sum (fused per column); the border tap by tap
 // (taps outside read the zeros of the texel border, as
 // tvl1::legacy_border_sum requires).
 template <bool kSimd414>
-void warp_level_legacy(const float* i0, const float* texels, const float* u1, const float* u2, int h, int w,
-                       float* iwx, float* iwy, float* grad, float* rho_c) {
+void warp_level_legacy(const float* i0, const float* texels, const float* table, const float* u1, const float* u2,
+                       int h, int w, float* iwx, float* iwy, float* grad, float* rho_c) {
   const int64_t row = (w + 2 * kWarpPad) * 4;
   for (int y = 0; y < h; ++y) {
     for (int x = 0; x < w; ++x) {
       const int64_t i = int64_t(y) * w + x;
-      int x0, y0;
-      float wt[16];
-      const bool inside = tvl1::legacy_warp_taps(x, y, u1[i], u2[i], h, w, x0, y0, wt);
+      int x0, y0, fx, fy;
+      const bool inside = tvl1::legacy_warp_position(x, y, u1[i], u2[i], h, w, x0, y0, fx, fy);
+      const float* wt = table + (fy * tvl1::kLegacyTabSize + fx) * 16;
       const float* t = texels + (y0 + kWarpPad) * row + (x0 + kWarpPad) * 4;
       Vec4 warped;
       if (inside && kSimd414) {
@@ -272,7 +285,11 @@ void warp_level_legacy(const float* i0, const float* texels, const float* u1, co
 struct Workspace {
   Buffer<float> data;
   Buffer<LinearTap> xtaps;
-  Workspace(int64_t floats, int width) : data(floats), xtaps(width) {}
+  Buffer<float> legacy;  // the 4.x weight table (fill_legacy_table) when a 4.x remap is asked for
+  Workspace(int64_t floats, int width, bool legacy_remap)
+      : data(floats), xtaps(width), legacy(legacy_remap ? kLegacyTableFloats : 0) {
+    if (legacy_remap) fill_legacy_table(legacy.get());
+  }
   float* take(int64_t& used, int64_t n) {
     float* p = data.get() + used;
     used += n;
@@ -369,7 +386,7 @@ struct Counts {
 
 // OpenCV's procOneScale on one level: the flow (u1, u2) is refined in place.
 void solve_level(const float* i0, const float* i1, Level& L, const Params& p, float* i1x, float* i1y,
-                 float* texels, float* median_pad, Counts& counts) {
+                 float* texels, float* median_pad, const float* legacy, Counts& counts) {
   const int h = L.h, w = L.w;
   const int64_t n = int64_t(h) * w;
   const float threshold = static_cast<float>(p.epsilon * p.epsilon * double(n));
@@ -381,9 +398,9 @@ void solve_level(const float* i0, const float* i1, Level& L, const Params& p, fl
   for (float* d : {L.p11, L.p12, L.p21, L.p22}) std::fill(d, d + n, 0.f);
   for (int warp = 0; warp < p.warps; ++warp) {
     if (p.remap == tvl1::kRemapOpenCV4)
-      warp_level_legacy<false>(i0, texels, L.u1, L.u2, h, w, L.iwx, L.iwy, L.grad, L.rho_c);
+      warp_level_legacy<false>(i0, texels, legacy, L.u1, L.u2, h, w, L.iwx, L.iwy, L.grad, L.rho_c);
     else if (p.remap == tvl1::kRemapOpenCV414)
-      warp_level_legacy<true>(i0, texels, L.u1, L.u2, h, w, L.iwx, L.iwy, L.grad, L.rho_c);
+      warp_level_legacy<true>(i0, texels, legacy, L.u1, L.u2, h, w, L.iwx, L.iwy, L.grad, L.rho_c);
     else
       warp_level(i0, texels, L.u1, L.u2, h, w, L.iwx, L.iwy, L.grad, L.rho_c);
     bool above = true;
@@ -461,7 +478,7 @@ void solve_pair(const In* prev, const In* next, int64_t stride_h, int64_t stride
     L.w = py.width[s];
     L.u1 = u1s + py.offset[s];
     L.u2 = u2s + py.offset[s];
-    solve_level(i0s + py.offset[s], i1s + py.offset[s], L, p, i1x, i1y, texels, median_pad, counts);
+    solve_level(i0s + py.offset[s], i1s + py.offset[s], L, p, i1x, i1y, texels, median_pad, ws.legacy.get(), counts);
     if (s == 0) break;
     // Upsample to the finer level: resize to its size, then divide by the step.
     const int sh = L.h, sw = L.w, dh = py.height[s - 1], dw = py.width[s - 1];
@@ -482,7 +499,7 @@ void solve_pairs(const Tvl1Args& a, int64_t begin, int64_t end) {
   const In* prev = static_cast<const In*>(a.prev);
   const In* next = static_cast<const In*>(a.next);
   const int h = a.height, w = a.width;
-  Workspace ws(workspace_floats(h, w, a.pyramid), w);
+  Workspace ws(workspace_floats(h, w, a.pyramid), w, a.params.remap != tvl1::kRemapOpenCV5);
   for (int64_t i = begin; i < end; ++i) {
     Counts c;
     float* fx = a.flow + i * 2 * int64_t(h) * w;
