@@ -25,7 +25,7 @@ import threading
 from typing import List, Optional
 
 from .errors import (EXIT_CODES, EXIT_DEPENDENCY, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, DeviceError,
-                     MeanspotError)
+                     InputError, MeanspotError)
 
 PROG = "meanspot-fused"
 
@@ -248,9 +248,13 @@ def _spot(sub) -> None:
                     "frame to it (128x128 gray; input already 128x128 is used as is), compute MEAN's features of "
                     "the pairs (i, i + K), score them with MODEL and spot intervals with MEAN's smoothing and peak "
                     "picking. Writes OUT/<input name>/: intervals.csv (onset, offset, apex, score[, emotion]; "
-                    "0-based pair indices), scores.npy, scores.png and summary.json. A video whose folder exists "
-                    "is skipped unless --overwrite.")
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="video file, image folder or .npy stack")
+                    "0-based pair indices), scores.npy, scores.png and summary.json. A video whose folder was made "
+                    "with the same settings, model and input is skipped unless --force; OUT/manifest.jsonl gets "
+                    "a line per finished video. Many videos: give a folder of them, a glob or a list file, and "
+                    "--workers N to spread them over N processes.")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="video file, image folder or .npy stack; or a folder of those, a glob pattern (quoted), "
+                        "or a list file (.txt, .list, .lst: one input per line)")
     p.add_argument("--model", required=True, metavar="MODEL", help="Keras file or checkpoint with a spot head")
     p.add_argument("--k", type=int, metavar="K", help="pair distance in frames (default: the --dataset preset)")
     p.add_argument("--k-p", dest="k_p", type=int, required=True, metavar="KP",
@@ -277,7 +281,14 @@ def _spot(sub) -> None:
     p.add_argument("--chunk", type=int, default=1024, metavar="F",
                    help="frames read at a time; bounds memory (default 1024)")
     p.add_argument("--no-fuse", dest="fuse", action="store_false", help="run the reference network")
-    p.add_argument("--overwrite", action="store_true", help="recompute videos whose output folder exists")
+    p.add_argument("--force", "--overwrite", dest="force", action="store_true",
+                   help="recompute videos whose output folder is up to date (--overwrite: its old name)")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="worker processes, a video each at a time (default 1: this process)")
+    p.add_argument("--threads", type=int, metavar="T",
+                   help="torch and OpenCV threads per worker (default: the CPUs shared among the workers)")
+    p.add_argument("--retries", type=int, default=2, metavar="R",
+                   help="extra attempts for a video whose worker process died (default 2)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or messages")
     p.set_defaults(run=_run_spot)
 
@@ -285,8 +296,9 @@ def _spot(sub) -> None:
 def _run_spot(args: argparse.Namespace) -> int:
     def fail(msg: str) -> int:
         return _error("spot", msg)
-    from .io.frames import FramesError, parse_face_box
-    from .pipeline import DATASET_K, SpotError, SpotSettings, spot_videos
+    from .io.frames import parse_face_box
+    from .engine import expand_inputs, run_corpus
+    from .pipeline import DATASET_K, SpotSettings
     k = args.k
     if k is None:
         if args.dataset is None:
@@ -303,9 +315,11 @@ def _run_spot(args: argparse.Namespace) -> int:
             device=args.device, batch_size=args.batch_size, chunk=args.chunk, fuse=args.fuse,
             classes=[c.strip() for c in args.classes.split(",")] if args.classes else None, remap=args.remap)
         log = (lambda msg: None) if args.quiet else (lambda msg: print(f"{PROG} spot: {msg}", file=sys.stderr))
-        results = spot_videos(args.inputs, args.model, args.out, settings, overwrite=args.overwrite,
-                              progress=not args.quiet, dataset=args.dataset, log=log)
-    except (SpotError, FramesError) as e:
+        inputs = expand_inputs(args.inputs)
+        results = run_corpus(inputs, args.model, args.out, settings, workers=args.workers, threads=args.threads,
+                             force=args.force, retries=args.retries, progress=not args.quiet, dataset=args.dataset,
+                             log=log)
+    except InputError as e:  # SpotError, FramesError: an input, option or file the run cannot use
         return fail(str(e))
     except OSError as e:  # the output folder or a file in it cannot be written
         return fail(f"cannot write under --out {args.out!r}: {e}")

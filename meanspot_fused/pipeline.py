@@ -16,8 +16,12 @@ are independent and the network op's results do not depend on the batch.
 ``out_dir/<name>/`` (``intervals.csv``, ``scores.npy``, ``scores.png``,
 ``summary.json``) through :mod:`meanspot_fused.io.spot_outputs`, which
 assembles a folder in a hidden temporary folder and renames it into place
-when complete: a folder that exists is complete, and is skipped unless
-``overwrite``. :func:`spot_video` returns one video's result in memory.
+when complete: a folder that exists is complete. It is skipped when its
+``summary.json`` records the same run key (settings, model and input:
+:mod:`meanspot_fused.engine.manifest`) unless ``force``; each finished video
+appends a line to ``out_dir/manifest.jsonl``. :func:`spot_video` returns one
+video's result in memory; :func:`meanspot_fused.engine.local.run_corpus`
+spreads videos over worker processes.
 
 The stages are MEAN's (PIPELINE.md sections 1-4): the face box of the first
 frame (dlib, OpenCV's Haar cascade, or given) crops every frame, resized to
@@ -29,6 +33,10 @@ picking. Frame ``i`` of the score curve is the pair (i, i + k), as in MEAN.
 Errors a user can fix (an unreadable video, no face found, landmarks of the
 wrong shape, k not smaller than the number of frames, a model without a spot
 head) raise :class:`SpotError` (a ``ValueError``) naming the problem.
+
+(Over 500 lines: the streaming engine, _Video, _Batcher and _stream, shares
+its private state with its two drivers, spot_video and spot_videos; the
+output writer and the corpus engines live elsewhere.)
 """
 from __future__ import annotations
 
@@ -453,19 +461,12 @@ def spot_video(source, model: MeanSpot, net: torch.nn.Module, settings: SpotSett
     return result
 
 
-def spot_videos(sources: Sequence, model_path, out_dir, settings: SpotSettings, *, overwrite: bool = False,
-                progress: bool = False, dataset: Optional[str] = None,
-                log: Optional[Callable[[str], None]] = None) -> List[Dict[str, Any]]:
-    """Spot every video of ``sources`` with the model in ``model_path``; write ``out_dir/<name>/``.
+def check_run(sources: Sequence, model_path, out_dir, settings: SpotSettings,
+              loaded: Optional[Tuple[MeanSpot, torch.nn.Module]] = None):
+    """Everything a run can check before its first video, in the order a user wants to hear it.
 
-    Checks everything that can be checked before the first video (settings,
-    model, input names, output folder). Then, per video: a complete folder
-    already there is skipped unless ``overwrite``; a video that fails
-    (unreadable, no face, ...) is reported through ``log`` and leaves nothing
-    behind, and the others go on. Returns one summary dict per video, with
-    ``status`` "done", "skipped" or "failed" (and ``error``).
+    Returns (model, net, output names, out_dir as str); ``loaded`` skips loading the model.
     """
-    log = log or (lambda msg: print(msg, file=sys.stderr))
     if not sources:
         raise SpotError("no input video given")
     # A missing input is the first thing to report: it is what the user typed
@@ -488,26 +489,66 @@ def spot_videos(sources: Sequence, model_path, out_dir, settings: SpotSettings, 
         raise SpotError(f"--out {out_dir!r} exists and is not a folder")
     if settings.landmarks is not None and isinstance(settings.landmarks, (str, os.PathLike)):
         load_landmarks(settings.landmarks)  # a bad file fails before any video is read
-    model, net = load_spot_model(model_path, fuse=settings.fuse, device=settings.device)
+    model, net = loaded or load_spot_model(model_path, fuse=settings.fuse, device=settings.device)
     _check_classes(model, settings)
+    return model, net, names, out_dir
+
+
+def spot_videos(sources: Sequence, model_path, out_dir, settings: SpotSettings, *, force: bool = False,
+                progress: bool = False, dataset: Optional[str] = None,
+                log: Optional[Callable[[str], None]] = None, overwrite: bool = False, manifest: bool = True,
+                loaded: Optional[Tuple[MeanSpot, torch.nn.Module]] = None) -> List[Dict[str, Any]]:
+    """Spot every video of ``sources`` with the model in ``model_path``; write ``out_dir/<name>/``.
+
+    Checks everything that can be checked before the first video (settings,
+    model, input names, output folder). Then, per video: a complete folder
+    already there from the same settings, model and input is skipped unless
+    ``force`` (``overwrite``: its old name); a video that fails (unreadable,
+    no face, ...) is reported through ``log`` and leaves nothing behind, and
+    the others go on. Returns one summary dict per video, with ``status``
+    "done", "skipped" or "failed" (and ``error``); with ``manifest``, each
+    also goes to ``out_dir/manifest.jsonl`` as it finishes (held back until
+    the output folder exists: a run whose videos all fail leaves no folder).
+    ``loaded``: (model, net) already loaded from ``model_path`` (a worker
+    process loads them once).
+    """
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    model, net, names, out_dir = check_run(sources, model_path, out_dir, settings, loaded)
+    from .engine.manifest import Manifest, is_up_to_date, run_key, settings_hash
+    digest = settings_hash(settings, model_path, dataset)
+    keys = {os.fspath(src): run_key(src, digest) for src in sources}
+    book = Manifest(out_dir) if manifest else None
+    force = force or overwrite
     results = []
     finals = {os.fspath(src): os.path.join(out_dir, name) for src, name in zip(sources, names)}
 
     def exists(source) -> bool:
-        return os.path.isdir(finals[os.fspath(source)]) and not overwrite
+        return not force and is_up_to_date(finals[os.fspath(source)], keys[os.fspath(source)])
+
+    held: List[Dict[str, Any]] = []  # manifest rows waiting for the output folder
+
+    def done(row: Dict[str, Any]) -> None:
+        results.append(row)
+        if book is not None:
+            held.append({**row, "settings": digest})
+            if os.path.isdir(out_dir):
+                for r in held:
+                    book.append(r)
+                held.clear()
 
     for source, result, started in _stream(sources, model, net, settings, progress, skip=exists):
         name, final = video_name(source), finals[os.fspath(source)]
         record: Dict[str, Any] = {"video": name, "input": os.fspath(source), "output": final}
         if result is None:
-            log(f"{name}: {final} exists, skipped (--overwrite recomputes it)")
-            results.append({**record, "status": "skipped"})
+            log(f"{name}: {final} is up to date (same settings, model and input), skipped (--force recomputes it)")
+            done({**record, "status": "skipped"})
             continue
         if isinstance(result, SpotError):
             log(f"{name}: error: {result}")
-            results.append({**record, "status": "failed", "error": str(result)})
+            done({**record, "status": "failed", "error": str(result)})
             continue
         summary = video_summary(name, source, model_path, model.head_names, settings, result, dataset)
+        summary["run_key"] = keys[os.fspath(source)]
         # The output folder is made with the first video written: a run whose
         # videos all fail (k larger than a video, no face, ...) leaves no folder.
         os.makedirs(out_dir, exist_ok=True)
@@ -516,5 +557,5 @@ def spot_videos(sources: Sequence, model_path, out_dir, settings: SpotSettings, 
         log(f"{name}: {len(result.intervals)} interval(s) in {result.info['frames']} frames -> {final} "
             f"({seconds['read'] + seconds['crop'] + seconds['features'] + seconds['network']:.1f} s of "
             f"reading, cropping, features and network)")
-        results.append({**record, "status": "done", "intervals": int(len(result.intervals)), "seconds": seconds})
+        done({**record, "status": "done", "intervals": int(len(result.intervals)), "seconds": seconds})
     return results

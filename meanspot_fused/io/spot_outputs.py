@@ -144,3 +144,14 @@ def write_video_folder(out_dir: str, name: str, result: VideoResult, settings: S
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
+
+
+def remove_leftovers(out_dir: str, names) -> None:
+    """Remove the hidden ``.<name>.partial-*`` and ``.<name>.old-*`` folders that a process killed while writing
+    left behind. Only while no process writes those videos (a corpus engine calls it between worker pools)."""
+    if not os.path.isdir(out_dir):
+        return
+    prefixes = tuple(f".{n}.{kind}-" for n in names for kind in ("partial", "old"))
+    for entry in os.listdir(out_dir):
+        if entry.startswith(prefixes):
+            shutil.rmtree(os.path.join(out_dir, entry), ignore_errors=True)

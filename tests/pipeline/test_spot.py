@@ -273,18 +273,23 @@ def test_dlib_paths_detect_face_and_predict_landmarks(clip, tmp_path, monkeypatc
 # Output folders: complete or absent, skipped unless --overwrite
 # ---------------------------------------------------------------------------------------------
 
-def test_existing_outputs_are_skipped_unless_overwrite(clip, tmp_path, capsys):
+def test_up_to_date_outputs_are_skipped_unless_force(clip, tmp_path, capsys):
     d, _, _ = clip
     args = ([d / "clip.npy"], d / "spot.pt", tmp_path, "--landmarks", d / "lm.npy")
     assert spot(*args) == 0
     stamp = (tmp_path / "clip" / "summary.json").stat().st_mtime_ns
     assert main(["spot", str(d / "clip.npy"), "--model", str(d / "spot.pt"), "--k", "3", "--k-p", "3", "--out",
                  str(tmp_path), "--landmarks", str(d / "lm.npy")]) == 0
-    assert "exists, skipped" in capsys.readouterr().err
+    assert "is up to date (same settings, model and input), skipped" in capsys.readouterr().err
     assert (tmp_path / "clip" / "summary.json").stat().st_mtime_ns == stamp
-    assert spot(*args, "--overwrite", "--p", "0.9") == 0
+    assert spot(*args, "--p", "0.9") == 0  # other settings: done again without --force
     assert json.loads((tmp_path / "clip" / "summary.json").read_text())["p"] == 0.9
-    assert sorted(os.listdir(tmp_path)) == ["clip"]  # no temporary or old folder left
+    stamp = (tmp_path / "clip" / "summary.json").stat().st_mtime_ns
+    assert spot(*args, "--overwrite", "--p", "0.9") == 0  # --overwrite, the old name of --force
+    assert (tmp_path / "clip" / "summary.json").stat().st_mtime_ns != stamp
+    assert sorted(os.listdir(tmp_path)) == ["clip", "manifest.jsonl"]  # no temporary or old folder left
+    from meanspot_fused.engine import Manifest
+    assert [r["status"] for r in Manifest(str(tmp_path)).rows()] == ["done", "skipped", "done", "done"]
 
 
 def test_video_folder_is_replaced_whole_or_left_as_it_was(clip, tmp_path, monkeypatch):
@@ -405,7 +410,7 @@ def test_a_failing_video_does_not_stop_the_others(clip, tmp_path, capsys):
     # Exit code 1: some inputs failed, the others were written (the table in meanspot_fused.errors).
     assert spot([tmp_path / "broken.avi", d / "clip.npy"], d / "spot.pt", out, "--landmarks", d / "lm.npy") == 1
     assert "broken: cannot open as a video" in capsys.readouterr().err.replace(str(tmp_path / "broken.avi") + ": ", "")
-    assert sorted(os.listdir(out)) == ["clip"]
+    assert sorted(os.listdir(out)) == ["clip", "manifest.jsonl"]
 
 
 def test_spot_then_evaluate(clip, tmp_path, capsys):

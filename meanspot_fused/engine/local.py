@@ -1,0 +1,171 @@
+"""Corpus runs on this machine: ``spot`` over many videos, one process or a pool of worker processes.
+
+:func:`run_corpus` with ``workers=1`` is :func:`meanspot_fused.pipeline.spot_videos`
+in this process (videos stream through shared batches). With more workers,
+each video is one task of a pool of ``workers`` processes (spawned, so no
+state is inherited): a worker loads the model once, sets its thread counts
+(torch, OpenCV) to ``threads``, and spots its video with ``spot_videos`` into
+the same output folder, written atomically as in a serial run, so the
+per-video files are those of a serial run. This process appends each
+finished video to the manifest and shows one progress bar over videos.
+
+Faults: a video that fails (unreadable, no face, ...) is a failed row and
+the run goes on. A worker that dies (killed, out of memory, a crash in a
+library) breaks the pool: the videos that had started (workers report each
+start on a queue before any work) count an attempt, and they and the videos
+not yet started run again in a fresh pool; a video whose attempts exceed
+``retries`` is a failed row (a video that kills every worker it meets cannot
+loop forever). A half-written video
+never appears: folders are renamed into place complete.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+from ..errors import InputError
+
+__all__ = ["run_corpus", "default_threads"]
+
+# Test hook (tests/engine/test_local.py), a folder: a worker about to spot a video dies as a killed
+# process does when <folder>/<video name>.always exists (every attempt), or when
+# <folder>/<video name>.kill does not exist yet (it creates it first: the first attempt only).
+_KILL_ONCE = "MEANSPOT_FUSED_TEST_KILL_ONCE"
+
+_worker: Dict[str, Any] = {}  # per worker process: model, net and the run's fixed arguments
+
+
+def default_threads(workers: int) -> int:
+    """Threads per worker: the CPUs shared evenly (at least 1)."""
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
+def _init_worker(model_path, settings, out_dir, dataset, threads: int, started) -> None:
+    import torch
+
+    from ..pipeline import load_spot_model
+    torch.set_num_threads(threads)
+    try:
+        import cv2
+        cv2.setNumThreads(threads)
+    except ImportError:
+        pass
+    _worker.update(model_path=model_path, settings=settings, out_dir=out_dir, dataset=dataset, started=started,
+                   loaded=load_spot_model(model_path, fuse=settings.fuse, device=settings.device))
+
+
+def _spot_one(source: str) -> Dict[str, Any]:
+    from ..io.spot_outputs import video_name
+    from ..pipeline import spot_videos
+    _worker["started"].put(source)  # a SimpleQueue: written to the pipe before any work
+    marker_dir = os.environ.get(_KILL_ONCE)
+    if marker_dir:
+        base = os.path.join(marker_dir, video_name(source))
+        if os.path.exists(base + ".always"):
+            os._exit(1)
+        if not os.path.exists(base + ".kill"):
+            open(base + ".kill", "w").close()
+            os._exit(1)
+    w = _worker
+    (row,) = spot_videos([source], w["model_path"], w["out_dir"], w["settings"], force=True, dataset=w["dataset"],
+                         log=lambda msg: None, manifest=False, loaded=w["loaded"])
+    return row
+
+
+def run_corpus(sources: Sequence, model_path, out_dir, settings, *, workers: int = 1, threads: Optional[int] = None,
+               force: bool = False, retries: int = 2, progress: bool = False, dataset: Optional[str] = None,
+               log: Optional[Callable[[str], None]] = None) -> List[Dict[str, Any]]:
+    """Spot every video of ``sources`` (already expanded: :func:`~meanspot_fused.engine.manifest.expand_inputs`)
+    into ``out_dir/<name>/``; returns one row per video, in input order (status done, skipped or failed).
+
+    ``workers``: processes (1: this one); ``threads``: torch/OpenCV threads per
+    worker (default: the CPUs shared evenly); ``force``: redo videos whose
+    output is up to date; ``retries``: extra attempts for a video whose worker
+    died. The checks of a serial run (inputs, settings, model, names, output
+    folder) run first, here, so a bad command fails before any work.
+    """
+    from ..io.spot_outputs import remove_leftovers, video_name
+    from ..pipeline import check_run, spot_videos
+    from .manifest import Manifest, is_up_to_date, run_key, settings_hash
+
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    for name, v, lo in (("workers", workers, 1), ("retries", retries, 0)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            raise InputError(f"{name} must be an int >= {lo}, got {v!r}")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise InputError(f"threads must be an int >= 1, got {threads!r}")
+    if os.path.isdir(os.fspath(out_dir)):  # what a run killed while writing left behind (none writes now)
+        remove_leftovers(os.fspath(out_dir), [video_name(s) for s in sources])
+    if workers == 1 or len(sources) <= 1:
+        return spot_videos(sources, model_path, out_dir, settings, force=force, progress=progress, dataset=dataset,
+                           log=log)
+    # The serial path's checks, here, before any worker starts (the model loads once more in each worker).
+    _, _, _, out_dir = check_run(sources, model_path, out_dir, settings)
+    digest = settings_hash(settings, model_path, dataset)
+    book = Manifest(out_dir)
+    rows: Dict[str, Dict[str, Any]] = {}
+    todo: List[str] = []
+    for src in map(os.fspath, sources):
+        final = os.path.join(out_dir, video_name(src))
+        if not force and is_up_to_date(final, run_key(src, digest)):
+            rows[src] = dict(video=video_name(src), input=src, output=final, status="skipped")
+            book.append({**rows[src], "settings": digest})
+            log(f"{video_name(src)}: {final} is up to date, skipped (--force recomputes it)")
+        else:
+            todo.append(src)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=len(todo), unit="video", desc="spot")
+    attempts = {src: 0 for src in todo}
+    held: List[Dict[str, Any]] = []
+    threads = threads or default_threads(workers)
+    ctx = multiprocessing.get_context("spawn")
+    try:
+        while todo:
+            again: List[str] = []
+            started_q = ctx.SimpleQueue()
+            started = set()
+            with ProcessPoolExecutor(min(workers, len(todo)), mp_context=ctx, initializer=_init_worker,
+                                     initargs=(model_path, settings, out_dir, dataset, threads, started_q)) as pool:
+                futures = {pool.submit(_spot_one, src): src for src in todo}
+                for fut in as_completed(futures):
+                    src = futures[fut]
+                    try:
+                        row = fut.result()
+                    except BrokenProcessPool:
+                        while not started_q.empty():
+                            started.add(started_q.get())
+                        attempts[src] += src in started  # a video never started is not to blame
+                        if attempts[src] <= retries:
+                            again.append(src)
+                            continue
+                        row = dict(video=video_name(src), input=src, output=os.path.join(out_dir, video_name(src)),
+                                   status="failed", error=f"its worker process died {attempts[src]} times")
+                    except Exception as e:  # noqa: BLE001  (a worker's error is this video's failure)
+                        row = dict(video=video_name(src), input=src, output=os.path.join(out_dir, video_name(src)),
+                                   status="failed", error=f"{type(e).__name__}: {e}")
+                    rows[src] = row
+                    # As the serial path: rows wait for the output folder (the first video written).
+                    held.append({**row, "settings": digest})
+                    if os.path.isdir(out_dir):
+                        for r in held:
+                            book.append(r)
+                        held.clear()
+                    if row["status"] == "failed":
+                        log(f"{row['video']}: error: {row['error']}")
+                    if bar is not None:
+                        bar.update(1)
+            # Every worker of that pool is gone: what a killed one was writing can go.
+            remove_leftovers(out_dir, [video_name(s) for s in again])
+            todo = [s for s in todo if s in again]
+            if todo:
+                log(f"a worker process died; running {len(todo)} video(s) again in a fresh pool")
+    finally:
+        if bar is not None:
+            bar.close()
+    return [rows[os.fspath(s)] for s in sources]
