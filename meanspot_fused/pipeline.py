@@ -525,16 +525,10 @@ def spot_videos(sources: Sequence, model_path, out_dir, settings: SpotSettings, 
     def exists(source) -> bool:
         return not force and is_up_to_date(finals[os.fspath(source)], keys[os.fspath(source)])
 
-    held: List[Dict[str, Any]] = []  # manifest rows waiting for the output folder
-
     def done(row: Dict[str, Any]) -> None:
         results.append(row)
         if book is not None:
-            held.append({**row, "settings": digest})
-            if os.path.isdir(out_dir):
-                for r in held:
-                    book.append(r)
-                held.clear()
+            book.add({**row, "settings": digest})
 
     for source, result, started in _stream(sources, model, net, settings, progress, skip=exists):
         name, final = video_name(source), finals[os.fspath(source)]

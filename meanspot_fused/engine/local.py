@@ -44,24 +44,20 @@ def default_threads(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, workers))
 
 
-def _init_worker(model_path, settings, out_dir, dataset, threads: int, started) -> None:
+def set_threads(threads: int) -> None:
+    """Threads of this worker process: torch's and OpenCV's (the video decoder's come with OpenCV's)."""
     import torch
-
-    from ..pipeline import load_spot_model
     torch.set_num_threads(threads)
     try:
         import cv2
         cv2.setNumThreads(threads)
     except ImportError:
         pass
-    _worker.update(model_path=model_path, settings=settings, out_dir=out_dir, dataset=dataset, started=started,
-                   loaded=load_spot_model(model_path, fuse=settings.fuse, device=settings.device))
 
 
-def _spot_one(source: str) -> Dict[str, Any]:
+def kill_hook_for_tests(source) -> None:
+    """The _KILL_ONCE test hook: dies as a killed process does when its markers say so."""
     from ..io.spot_outputs import video_name
-    from ..pipeline import spot_videos
-    _worker["started"].put(source)  # a SimpleQueue: written to the pipe before any work
     marker_dir = os.environ.get(_KILL_ONCE)
     if marker_dir:
         base = os.path.join(marker_dir, video_name(source))
@@ -70,6 +66,19 @@ def _spot_one(source: str) -> Dict[str, Any]:
         if not os.path.exists(base + ".kill"):
             open(base + ".kill", "w").close()
             os._exit(1)
+
+
+def _init_worker(model_path, settings, out_dir, dataset, threads: int, started) -> None:
+    from ..pipeline import load_spot_model
+    set_threads(threads)
+    _worker.update(model_path=model_path, settings=settings, out_dir=out_dir, dataset=dataset, started=started,
+                   loaded=load_spot_model(model_path, fuse=settings.fuse, device=settings.device))
+
+
+def _spot_one(source: str) -> Dict[str, Any]:
+    from ..pipeline import spot_videos
+    _worker["started"].put(source)  # a SimpleQueue: written to the pipe before any work
+    kill_hook_for_tests(source)
     w = _worker
     (row,) = spot_videos([source], w["model_path"], w["out_dir"], w["settings"], force=True, dataset=w["dataset"],
                          log=lambda msg: None, manifest=False, loaded=w["loaded"])
@@ -90,7 +99,7 @@ def run_corpus(sources: Sequence, model_path, out_dir, settings, *, workers: int
     """
     from ..io.spot_outputs import remove_leftovers, video_name
     from ..pipeline import check_run, spot_videos
-    from .manifest import Manifest, is_up_to_date, run_key, settings_hash
+    from .manifest import Manifest, failed_row, plan, settings_hash
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
     for name, v, lo in (("workers", workers, 1), ("retries", retries, 0)):
@@ -107,22 +116,17 @@ def run_corpus(sources: Sequence, model_path, out_dir, settings, *, workers: int
     _, _, _, out_dir = check_run(sources, model_path, out_dir, settings)
     digest = settings_hash(settings, model_path, dataset)
     book = Manifest(out_dir)
+    todo, skipped = plan(sources, out_dir, digest, force)
     rows: Dict[str, Dict[str, Any]] = {}
-    todo: List[str] = []
-    for src in map(os.fspath, sources):
-        final = os.path.join(out_dir, video_name(src))
-        if not force and is_up_to_date(final, run_key(src, digest)):
-            rows[src] = dict(video=video_name(src), input=src, output=final, status="skipped")
-            book.append({**rows[src], "settings": digest})
-            log(f"{video_name(src)}: {final} is up to date, skipped (--force recomputes it)")
-        else:
-            todo.append(src)
+    for row in skipped:
+        rows[row["input"]] = row
+        book.append({**row, "settings": digest})
+        log(f"{row['video']}: {row['output']} is up to date, skipped (--force recomputes it)")
     bar = None
     if progress:
         from tqdm.auto import tqdm
         bar = tqdm(total=len(todo), unit="video", desc="spot")
     attempts = {src: 0 for src in todo}
-    held: List[Dict[str, Any]] = []
     threads = threads or default_threads(workers)
     ctx = multiprocessing.get_context("spawn")
     try:
@@ -144,18 +148,11 @@ def run_corpus(sources: Sequence, model_path, out_dir, settings, *, workers: int
                         if attempts[src] <= retries:
                             again.append(src)
                             continue
-                        row = dict(video=video_name(src), input=src, output=os.path.join(out_dir, video_name(src)),
-                                   status="failed", error=f"its worker process died {attempts[src]} times")
+                        row = failed_row(src, out_dir, f"its worker process died {attempts[src]} times")
                     except Exception as e:  # noqa: BLE001  (a worker's error is this video's failure)
-                        row = dict(video=video_name(src), input=src, output=os.path.join(out_dir, video_name(src)),
-                                   status="failed", error=f"{type(e).__name__}: {e}")
+                        row = failed_row(src, out_dir, f"{type(e).__name__}: {e}")
                     rows[src] = row
-                    # As the serial path: rows wait for the output folder (the first video written).
-                    held.append({**row, "settings": digest})
-                    if os.path.isdir(out_dir):
-                        for r in held:
-                            book.append(r)
-                        held.clear()
+                    book.add({**row, "settings": digest})
                     if row["status"] == "failed":
                         log(f"{row['video']}: error: {row['error']}")
                     if bar is not None:

@@ -23,7 +23,7 @@ from typing import Any, Dict, Iterable, List, Optional
 from ..errors import InputError
 
 __all__ = ["VIDEO_EXTENSIONS", "LIST_EXTENSIONS", "expand_inputs", "settings_hash", "input_fingerprint", "run_key",
-           "is_up_to_date", "Manifest", "MANIFEST"]
+           "is_up_to_date", "plan", "failed_row", "Manifest", "MANIFEST"]
 
 #: File endings taken as videos when a directory is expanded (case-insensitive); .npy stacks too.
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".npy")
@@ -138,11 +138,42 @@ def is_up_to_date(folder: str, key: Dict[str, Any]) -> bool:
         return False
 
 
+def plan(sources, out_dir: str, digest: str, force: bool):
+    """(videos to run, rows of the videos skipped because their folder is up to date), in input order."""
+    from ..io.spot_outputs import video_name
+    todo, skipped = [], []
+    for src in map(os.fspath, sources):
+        final = os.path.join(out_dir, video_name(src))
+        if not force and is_up_to_date(final, run_key(src, digest)):
+            skipped.append(dict(video=video_name(src), input=src, output=final, status="skipped"))
+        else:
+            todo.append(src)
+    return todo, skipped
+
+
+def failed_row(source, out_dir: str, error: str) -> Dict[str, Any]:
+    """The result row of a video that failed outside spot_videos (its worker died, an engine error)."""
+    from ..io.spot_outputs import video_name
+    name = video_name(source)
+    return dict(video=name, input=os.fspath(source), output=os.path.join(out_dir, name), status="failed", error=error)
+
+
 class Manifest:
     """``out_dir/manifest.jsonl``: one line appended per finished video, flushed to disk at once."""
 
     def __init__(self, out_dir: str):
+        self.out_dir = out_dir
         self.path = os.path.join(out_dir, MANIFEST)
+        self._held: List[Dict[str, Any]] = []
+
+    def add(self, row: Dict[str, Any]) -> None:
+        """Append ``row`` once the output folder exists (made by the first video written); hold it until then,
+        so that a run whose videos all fail leaves no folder behind."""
+        self._held.append(row)
+        if os.path.isdir(self.out_dir):
+            for r in self._held:
+                self.append(r)
+            self._held.clear()
 
     def append(self, row: Dict[str, Any]) -> None:
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)

@@ -216,3 +216,11 @@ def test_leftovers_of_a_killed_run_are_removed(corpus, serial, tmp_path):
     (out / ".keep-me").write_text("not ours")
     assert spot(corpus, out) == 0
     assert sorted(n for n in os.listdir(out) if n.startswith(".")) == [".keep-me"]
+
+
+def test_ray_engine_without_ray_names_the_extra(corpus, tmp_path, capsys, monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray fails as if it were not installed
+    assert spot(corpus, tmp_path / "out", "--engine", "ray") == 3
+    assert 'pip install "meanspot_fused[ray]"' in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
