@@ -324,8 +324,6 @@ def _run_spot(args: argparse.Namespace) -> int:
         inputs = expand_inputs(args.inputs)
         if args.engine == "ray":
             from .engine.ray import run_ray
-            if args.workers < 1:
-                return fail(f"--workers must be >= 1, got {args.workers}")
             results = run_ray(inputs, args.model, args.out, settings, actors=args.workers, threads=args.threads,
                               force=args.force, retries=args.retries, address=args.ray_address,
                               dataset=args.dataset, progress=not args.quiet, log=log)

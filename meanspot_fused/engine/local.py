@@ -44,6 +44,15 @@ def default_threads(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, workers))
 
 
+def check_engine_args(workers: int, threads: Optional[int], retries: int) -> None:
+    """The engine's counts, each an int in range, or the package's InputError naming it."""
+    for name, v, lo in (("workers", workers, 1), ("retries", retries, 0), ("threads", threads, 1)):
+        if name == "threads" and v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            raise InputError(f"{name} must be an int >= {lo}, got {v!r}")
+
+
 def set_threads(threads: int) -> None:
     """Threads of this worker process: torch's and OpenCV's (the video decoder's come with OpenCV's)."""
     import torch
@@ -102,14 +111,12 @@ def run_corpus(sources: Sequence, model_path, out_dir, settings, *, workers: int
     from .manifest import Manifest, failed_row, plan, settings_hash
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
-    for name, v, lo in (("workers", workers, 1), ("retries", retries, 0)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-            raise InputError(f"{name} must be an int >= {lo}, got {v!r}")
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise InputError(f"threads must be an int >= 1, got {threads!r}")
+    check_engine_args(workers, threads, retries)
     if os.path.isdir(os.fspath(out_dir)):  # what a run killed while writing left behind (none writes now)
         remove_leftovers(os.fspath(out_dir), [video_name(s) for s in sources])
     if workers == 1 or len(sources) <= 1:
+        if threads is not None:
+            set_threads(threads)
         return spot_videos(sources, model_path, out_dir, settings, force=force, progress=progress, dataset=dataset,
                            log=log)
     # The serial path's checks, here, before any worker starts (the model loads once more in each worker).

@@ -67,12 +67,13 @@ def run_ray(sources: Sequence, model_path, out_dir, settings, *, actors: int = 2
 
     from ..io.spot_outputs import remove_leftovers, video_name
     from ..pipeline import check_run
-    from .local import _KILL_ONCE
+    from .local import _KILL_ONCE, check_engine_args
     from .manifest import Manifest, failed_row, plan, settings_hash
 
     ray = require("ray", RAY_INSTALL, "the Ray engine (--engine ray)")
     require("ray.data", RAY_INSTALL, "the Ray engine (--engine ray)")
     log = log or (lambda msg: print(msg, file=sys.stderr))
+    check_engine_args(actors, threads, retries)
     # The checks of every run, on this machine's CPU: the driver needs no GPU, the actors get them.
     _, _, _, out_dir = check_run(sources, model_path, out_dir, dataclasses.replace(settings, device="cpu"))
     out_dir = os.path.abspath(out_dir)  # actors may start elsewhere
