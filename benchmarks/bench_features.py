@@ -153,8 +153,9 @@ def measure(a, b, lm, args, device: str, threads: int, batches, peak_gflops) -> 
     # on every pair with each line's remap (the lines' flows differ, so do their iteration counts).
     cv2.setNumThreads(threads)
     installed = R.installed_remap()
-    line_counts = {remap: tvl1_flow(a, b, return_iterations=True, remap=remap)[1].numpy() for remap in REMAPS}
-    flow = tvl1_flow(a, b, remap=installed)
+    line_flows = {remap: tvl1_flow(a, b, return_iterations=True, remap=remap) for remap in REMAPS}
+    line_counts = {remap: counts.numpy() for remap, (_, counts) in line_flows.items()}
+    flow = line_flows[installed][0]
     counts = line_counts[installed]
     cvflow = np.stack([np.moveaxis(cv2.optflow.DualTVL1OpticalFlow_create().calc(sa[i], sb[i], None), -1, 0)
                        for i in range(m)])

@@ -41,7 +41,6 @@ output writer and the corpus engines live elsewhere.)
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import os
 import sys
 import time
@@ -123,7 +122,8 @@ class SpotSettings:
                     "68-point model, found automatically), or give dlib's model file (--landmark-model "
                     "shape_predictor_68_face_landmarks.dat) or a (68, 2) landmark file of the first 128x128 crop "
                     "(--landmarks FILE, dlib's order, x then y)")
-            if importlib.util.find_spec("dlib") is None:
+            from .io import frames
+            if frames._import_dlib() is None:  # the import every dlib use goes through
                 raise MissingDependencyError("predicting landmarks needs dlib: " + FACES_EXTRA + " (the dlib-bin "
                                              "wheel), or give a (68, 2) landmark file (--landmarks FILE)")
 

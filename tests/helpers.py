@@ -246,9 +246,3 @@ def mean_spotting(scores, k_p, p, spot_multiple):
         peak = np.where(score_plot_agg == max(score_plot_agg))[0][0]
         preds.append([peak - k_p, peak + k_p, peak])
     return np.array(preds, dtype=np.int64).reshape(-1, 3), score_plot_agg, threshold
-
-
-def installed_remap() -> str:
-    """tvl1_flow's ``remap`` that reproduces the installed OpenCV: "opencv4" for a 4.x cv2, else "opencv5"."""
-    from meanspot_fused.features.reference import installed_remap as remap
-    return remap()

@@ -84,14 +84,50 @@ def _init_worker(model_path, settings, out_dir, dataset, threads: int, started) 
                    loaded=load_spot_model(model_path, fuse=settings.fuse, device=settings.device))
 
 
-def _spot_one(source: str) -> Dict[str, Any]:
+def spot_in_worker(source: str, model_path, settings, out_dir: str, dataset, loaded) -> Dict[str, Any]:
+    """One video in a worker process or Ray actor: its folder written by spot_videos, its row returned."""
     from ..pipeline import spot_videos
-    _worker["started"].put(source)  # a SimpleQueue: written to the pipe before any work
     kill_hook_for_tests(source)
-    w = _worker
-    (row,) = spot_videos([source], w["model_path"], w["out_dir"], w["settings"], force=True, dataset=w["dataset"],
-                         log=lambda msg: None, manifest=False, loaded=w["loaded"])
+    (row,) = spot_videos([source], model_path, out_dir, settings, force=True, dataset=dataset, log=lambda msg: None,
+                         manifest=False, loaded=loaded)
     return row
+
+
+def _spot_one(source: str) -> Dict[str, Any]:
+    w = _worker
+    w["started"].put(source)  # a SimpleQueue: written to the pipe before any work
+    return spot_in_worker(source, w["model_path"], w["settings"], w["out_dir"], w["dataset"], w["loaded"])
+
+
+class CorpusRun:
+    """What every engine does around its videos: the checks before the first one, the run key, the
+    up-to-date videos skipped, and each finished row kept, appended to the manifest and reported.
+
+    ``check_settings``: the settings to check on this machine (the Ray driver checks on the CPU).
+    After construction: ``out_dir`` (str), ``digest``, ``todo`` (the videos to run) and ``rows``.
+    """
+
+    def __init__(self, sources, model_path, out_dir, settings, *, dataset, force, log, check_settings=None):
+        from ..io.spot_outputs import remove_leftovers, video_name
+        from ..pipeline import check_run
+        from .manifest import Manifest, plan, settings_hash
+        _, _, _, self.out_dir = check_run(sources, model_path, out_dir, check_settings or settings)
+        remove_leftovers(self.out_dir, [video_name(s) for s in sources])  # what a killed run left (none writes now)
+        self.digest = settings_hash(settings, model_path, dataset)
+        self.book = Manifest(self.out_dir)
+        self.log = log
+        self.rows: Dict[str, Dict[str, Any]] = {}
+        self.todo, skipped = plan(sources, self.out_dir, self.digest, force)
+        for row in skipped:
+            self.record(row)
+
+    def record(self, row: Dict[str, Any]) -> None:
+        self.rows[row["input"]] = row
+        self.book.add({**row, "settings": self.digest})
+        if row["status"] == "skipped":
+            self.log(f"{row['video']}: {row['output']} is up to date, skipped (--force recomputes it)")
+        elif row["status"] == "failed":
+            self.log(f"{row['video']}: error: {row['error']}")
 
 
 def run_corpus(sources: Sequence, model_path, out_dir, settings, *, workers: int = 1, threads: Optional[int] = None,
@@ -107,28 +143,21 @@ def run_corpus(sources: Sequence, model_path, out_dir, settings, *, workers: int
     folder) run first, here, so a bad command fails before any work.
     """
     from ..io.spot_outputs import remove_leftovers, video_name
-    from ..pipeline import check_run, spot_videos
-    from .manifest import Manifest, failed_row, plan, settings_hash
+    from ..pipeline import spot_videos
+    from .manifest import failed_row
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
     check_engine_args(workers, threads, retries)
-    if os.path.isdir(os.fspath(out_dir)):  # what a run killed while writing left behind (none writes now)
-        remove_leftovers(os.fspath(out_dir), [video_name(s) for s in sources])
     if workers == 1 or len(sources) <= 1:
+        if os.path.isdir(os.fspath(out_dir)):  # what a run killed while writing left behind (none writes now)
+            remove_leftovers(os.fspath(out_dir), [video_name(s) for s in sources])
         if threads is not None:
             set_threads(threads)
         return spot_videos(sources, model_path, out_dir, settings, force=force, progress=progress, dataset=dataset,
                            log=log)
     # The serial path's checks, here, before any worker starts (the model loads once more in each worker).
-    _, _, _, out_dir = check_run(sources, model_path, out_dir, settings)
-    digest = settings_hash(settings, model_path, dataset)
-    book = Manifest(out_dir)
-    todo, skipped = plan(sources, out_dir, digest, force)
-    rows: Dict[str, Dict[str, Any]] = {}
-    for row in skipped:
-        rows[row["input"]] = row
-        book.append({**row, "settings": digest})
-        log(f"{row['video']}: {row['output']} is up to date, skipped (--force recomputes it)")
+    run = CorpusRun(sources, model_path, out_dir, settings, dataset=dataset, force=force, log=log)
+    out_dir, todo = run.out_dir, run.todo
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -158,10 +187,7 @@ def run_corpus(sources: Sequence, model_path, out_dir, settings, *, workers: int
                         row = failed_row(src, out_dir, f"its worker process died {attempts[src]} times")
                     except Exception as e:  # noqa: BLE001  (a worker's error is this video's failure)
                         row = failed_row(src, out_dir, f"{type(e).__name__}: {e}")
-                    rows[src] = row
-                    book.add({**row, "settings": digest})
-                    if row["status"] == "failed":
-                        log(f"{row['video']}: error: {row['error']}")
+                    run.record(row)
                     if bar is not None:
                         bar.update(1)
             # Every worker of that pool is gone: what a killed one was writing can go.
@@ -172,4 +198,4 @@ def run_corpus(sources: Sequence, model_path, out_dir, settings, *, workers: int
     finally:
         if bar is not None:
             bar.close()
-    return [rows[os.fspath(s)] for s in sources]
+    return [run.rows[os.fspath(s)] for s in sources]

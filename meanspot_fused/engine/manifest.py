@@ -20,6 +20,8 @@ import json
 import os
 from typing import Any, Dict, Iterable, List, Optional
 
+import numpy as np
+
 from ..errors import InputError
 
 __all__ = ["VIDEO_EXTENSIONS", "LIST_EXTENSIONS", "expand_inputs", "settings_hash", "input_fingerprint", "run_key",
@@ -52,14 +54,14 @@ def expand_inputs(inputs: Iterable) -> List[str]:
     """
     out: List[str] = []
 
-    def add(path: str, where: str) -> None:
+    def add(path: str) -> None:
         if path not in out:
             out.append(path)
 
     def expand(item: str, where: str) -> None:
         if os.path.isdir(item):
             if _is_frame_folder(item):
-                add(item, where)
+                add(item)
                 return
             found = [os.path.join(item, n) for n in sorted(os.listdir(item)) if not n.startswith(".")]
             videos = [p for p in found if (os.path.isfile(p) and p.lower().endswith(VIDEO_EXTENSIONS))
@@ -67,7 +69,7 @@ def expand_inputs(inputs: Iterable) -> List[str]:
             if not videos:
                 raise InputError(f"{where} {item!r}: a folder with no videos, .npy stacks or image folders in it")
             for p in videos:
-                add(p, where)
+                add(p)
         elif os.path.isfile(item) and item.lower().endswith(LIST_EXTENSIONS):
             base = os.path.dirname(item)
             with open(item, encoding="utf-8") as f:
@@ -77,7 +79,7 @@ def expand_inputs(inputs: Iterable) -> List[str]:
             for ln in lines:
                 expand(ln if os.path.isabs(ln) else os.path.join(base, ln), f"list file {item!r}: line")
         elif os.path.exists(item):
-            add(item, where)
+            add(item)
         elif glob.has_magic(item):
             matches = sorted(glob.glob(item))
             if not matches:
@@ -108,7 +110,9 @@ def settings_hash(settings, model_path, dataset: Optional[str] = None) -> str:
     if isinstance(fields.get("landmarks"), (str, os.PathLike)) and os.path.isfile(fields["landmarks"]):
         fields["landmarks"] = _file_sha256(os.fspath(fields["landmarks"]))
     elif fields.get("landmarks") is not None and not isinstance(fields["landmarks"], str):
-        fields["landmarks"] = hashlib.sha256(repr(fields["landmarks"]).encode()).hexdigest()
+        # An array (or nested list) of landmarks: its values, whatever their size (repr elides big arrays).
+        lm = np.ascontiguousarray(fields["landmarks"])
+        fields["landmarks"] = hashlib.sha256(f"{lm.dtype}{lm.shape}".encode() + lm.tobytes()).hexdigest()
     payload = dict(settings=fields, model=_file_sha256(os.fspath(model_path)), dataset=dataset, version=__version__)
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 

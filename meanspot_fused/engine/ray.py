@@ -49,14 +49,9 @@ class _Spotter:
         self.loaded = load_spot_model(model_path, fuse=settings.fuse, device=settings.device)
 
     def __call__(self, item: Dict[str, Any]) -> Dict[str, Any]:
-        from ..pipeline import spot_videos
-        from .local import kill_hook_for_tests
-        source = item["source"]
-        kill_hook_for_tests(source)
-        a = self.args
-        (row,) = spot_videos([source], a["model_path"], a["out_dir"], a["settings"], force=True,
-                             dataset=a["dataset"], log=lambda msg: None, manifest=False, loaded=self.loaded)
-        return {"source": source, "row": json.dumps(row, default=str)}
+        from .local import spot_in_worker
+        row = spot_in_worker(item["source"], loaded=self.loaded, **self.args)
+        return {"source": item["source"], "row": json.dumps(row, default=str)}
 
 
 def run_ray(sources: Sequence, model_path, out_dir, settings, *, actors: int = 2, threads: Optional[int] = None,
@@ -66,27 +61,20 @@ def run_ray(sources: Sequence, model_path, out_dir, settings, *, actors: int = 2
     import sys
 
     from ..io.spot_outputs import remove_leftovers, video_name
-    from ..pipeline import check_run
-    from .local import _KILL_ONCE, check_engine_args
-    from .manifest import Manifest, failed_row, plan, settings_hash
+    from .local import _KILL_ONCE, CorpusRun, check_engine_args
+    from .manifest import failed_row
 
     ray = require("ray", RAY_INSTALL, "the Ray engine (--engine ray)")
     require("ray.data", RAY_INSTALL, "the Ray engine (--engine ray)")
     log = log or (lambda msg: print(msg, file=sys.stderr))
     check_engine_args(actors, threads, retries)
-    # The checks of every run, on this machine's CPU: the driver needs no GPU, the actors get them.
-    _, _, _, out_dir = check_run(sources, model_path, out_dir, dataclasses.replace(settings, device="cpu"))
-    out_dir = os.path.abspath(out_dir)  # actors may start elsewhere
+    # Absolute paths: actors may start elsewhere. The checks on this machine's CPU: the driver needs no
+    # GPU, the actors get them.
     sources = [os.path.abspath(os.fspath(s)) for s in sources]
     model_path = os.path.abspath(os.fspath(model_path))
-    remove_leftovers(out_dir, [video_name(s) for s in sources])
-    digest = settings_hash(settings, model_path, dataset)
-    book = Manifest(out_dir)
-    todo, skipped = plan(sources, out_dir, digest, force)
-    rows = {r["input"]: r for r in skipped}
-    for r in skipped:
-        book.append({**r, "settings": digest})
-        log(f"{r['video']}: {r['output']} is up to date, skipped (--force recomputes it)")
+    run = CorpusRun(sources, model_path, os.path.abspath(os.fspath(out_dir)), settings, dataset=dataset,
+                    force=force, log=log, check_settings=dataclasses.replace(settings, device="cpu"))
+    out_dir, todo = run.out_dir, run.todo
     if todo:
         if not ray.is_initialized():
             ray.init(address=address or os.environ.get("RAY_ADDRESS"), include_dashboard=False,
@@ -116,16 +104,10 @@ def run_ray(sources: Sequence, model_path, out_dir, settings, *, actors: int = 2
                         # Ray Data's defaults are -1 and -1 (forever): restart actors as needed, retry a
                         # video's task a bounded number of times.
                         max_restarts=-1, max_task_retries=retries)
-        def record(row: Dict[str, Any]) -> None:  # as each video finishes
-            rows[row["input"]] = row
-            book.add({**row, "settings": digest})
-            if row["status"] == "failed":
-                log(f"{row['video']}: error: {row['error']}")
-
-        for item in ds.iter_rows():
-            record(json.loads(item["row"]))
+        for item in ds.iter_rows():  # as each video finishes
+            run.record(json.loads(item["row"]))
         for src in todo:
-            if src not in rows:  # no row: its retries ran out, every attempt killed its actor
-                record(failed_row(src, out_dir, f"its Ray actor died on each of {retries + 1} attempts"))
+            if src not in run.rows:  # no row: its retries ran out, every attempt killed its actor
+                run.record(failed_row(src, out_dir, f"its Ray actor died on each of {retries + 1} attempts"))
         remove_leftovers(out_dir, [video_name(s) for s in todo])
-    return [rows[s] for s in sources]
+    return [run.rows[s] for s in sources]

@@ -24,9 +24,7 @@ pytest.importorskip("skimage")
 from meanspot_fused.features import reference as R  # noqa: E402
 from meanspot_fused.features import synthetic as S  # noqa: E402
 
-from helpers import installed_remap  # noqa: E402
-
-CV = installed_remap()  # MEAN's preProcess runs the installed cv2
+CV = R.installed_remap()  # MEAN's preProcess runs the installed cv2
 
 MEAN_ABS = 0.005  # the bounds
 MAX_ABS = 0.05

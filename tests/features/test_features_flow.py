@@ -16,7 +16,7 @@ Every OpenCV the op reproduces: the kernel's 4.x remaps (remap="opencv4",
 legacy_remap_simd) always, and against the live cv2 when a 4.x cv2 is
 installed; each against ground truth made with that OpenCV in
 tests/features/test_flow_truth.py. The comparisons with the
-live cv2 use the remap of the installed line (helpers.installed_remap).
+live cv2 use the remap of the installed line (features.reference.installed_remap).
 
 Verified against the opencv-contrib-python-headless 5.0.0 x86-64 wheel, whose
 remap runs its AVX2/FMA3 code; an OpenCV built without FMA rounds differently.
@@ -34,7 +34,7 @@ pytest.importorskip("skimage")
 from meanspot_fused.features import synthetic as S  # noqa: E402
 
 import tvl1_numpy as TN  # noqa: E402  (tests/ is on sys.path)
-from helpers import installed_remap  # noqa: E402
+from meanspot_fused.features.reference import installed_remap  # noqa: E402
 
 CV = installed_remap()  # the remap that reproduces the installed cv2
 # Each line's kernel path and its NumPy transcription.

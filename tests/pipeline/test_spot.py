@@ -29,9 +29,10 @@ cv2 = pytest.importorskip("cv2")
 pytest.importorskip("skimage")
 pytest.importorskip("matplotlib")
 from meanspot_fused.features import synthetic as S  # noqa: E402
+from meanspot_fused.features.reference import installed_remap  # noqa: E402
 from meanspot_fused.io import frames as fr  # noqa: E402
 
-from helpers import KERAS_CASES, installed_remap, random_model  # noqa: E402
+from helpers import KERAS_CASES, random_model  # noqa: E402
 
 CASES = KERAS_CASES
 CASME_SPOT = CASES / "mean_weights" / "CASME_sq" / "spot" / "s1.hdf5"
@@ -503,8 +504,7 @@ def test_spot_without_the_faces_extra_exits_3(clip, tmp_path, capsys, monkeypatc
     if missing == "model":
         monkeypatch.setattr(pipeline, "default_landmark_model", lambda: None)
     else:
-        real = pipeline.importlib.util.find_spec
-        monkeypatch.setattr(pipeline.importlib.util, "find_spec", lambda name: None if name == "dlib" else real(name))
+        monkeypatch.setattr(fr, "_import_dlib", lambda: None)
         monkeypatch.setattr(pipeline, "default_landmark_model", lambda: "shape_predictor_68_face_landmarks.dat")
     out = tmp_path / "out"
     assert spot([d / "clip.npy"], d / "spot.pt", out) == 3
