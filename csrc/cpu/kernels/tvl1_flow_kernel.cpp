@@ -239,12 +239,11 @@ void fill_legacy_table(float* table) {
 }
 
 // The warp as OpenCV 4.x's remap (tvl1::legacy_warp_position, weights from
-// the table): the 16 taps of the
-// three planes at once, each tap times its 2-D weight; the interior summed as
-// tvl1::legacy_interior_sum (row by row, rounded products) or, for 4.14, as
-// tvl1::legacy_simd_interior_sum (fused per column); the border tap by tap
-// (taps outside read the zeros of the texel border, as
-// tvl1::legacy_border_sum requires).
+// the table): the 16 taps of the three planes at once, each tap times its 2-D
+// weight; the interior summed as tvl1::legacy_interior_sum (row by row,
+// rounded products) or, for 4.14, as tvl1::legacy_simd_interior_sum (fused per
+// column); the border tap by tap (taps outside read the zeros of the texel
+// border, as tvl1::legacy_border_sum requires).
 template <bool kSimd414>
 void warp_level_legacy(const float* i0, const float* texels, const float* table, const float* u1, const float* u2,
                        int h, int w, float* iwx, float* iwy, float* grad, float* rho_c) {
