@@ -109,24 +109,141 @@ def _error(command: str, msg: str) -> int:
 
 
 def _features(sub) -> None:
+    from .spotting import DATASET_K  # NumPy only: --help does not load torch
+
     p = _add_parser(
-        sub, "features", help="compute MEAN's features of a face video (TV-L1 flow, strain, eye and mouth ROIs)",
-        description="Compute MEAN's (u, v, os) features of every frame pair (i, i + K) of FRAMES and write them "
-                    "to OUT.npz (arrays u, v, os, each (T - K, 1, 42, 42) float32: what `predict` reads). "
-                    "FRAMES: .npy of (T, H, W) uint8 face crops (MEAN: 128 x 128 grayscale). LANDMARKS: .npy "
-                    "or .txt of (68, 2) dlib-ordered (x, y) points of the first crop.")
-    p.add_argument("--frames", required=True, metavar="FRAMES.npy", help="(T, H, W) uint8 frames")
-    p.add_argument("--landmarks", required=True, metavar="LM", help="(68, 2) landmarks (.npy or .txt)")
-    p.add_argument("--k", required=True, type=int, metavar="K", help="pair distance in frames (MEAN: 3 for CAS(ME)^2)")
-    p.add_argument("--output", required=True, metavar="OUT.npz", help=".npz to write")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
-    p.add_argument("--batch-size", type=int, default=256, metavar="N", help="pairs per batch (default: 256)")
-    _add_remap_option(p)
-    p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+        sub, "features", help="compute MEAN's features of face videos (TV-L1 flow, strain, eye and mouth ROIs)",
+        description="Compute MEAN's (u, v, os) features of every frame pair (i, i + K). Of videos: for each "
+                    "INPUT (as `spot` takes them: a video file, an image folder, a .npy stack, or a folder, glob "
+                    "or list file of those), crop the face as `spot` does and write OUT/<input name>/"
+                    "features.npz (arrays u, v, os, each (T - K, 1, 42, 42) float32: what `predict` and `train` "
+                    "read; k, frames, remap, landmarks) and summary.json, on this machine (--workers) or on Ray "
+                    "(--engine ray); a folder up to date is skipped, OUT/manifest.jsonl gets a line per video. "
+                    "Of one stack of crops: --frames FRAMES.npy ((T, H, W) uint8 face crops, MEAN: 128 x 128 "
+                    "grayscale) with --landmarks and --output OUT.npz.")
+    p.add_argument("inputs", nargs="*", metavar="INPUT",
+                   help="video file, image folder or .npy stack; or a folder of those, a glob pattern (quoted), "
+                        "or a list file (.txt, .list, .lst: one input per line); not with --frames")
+    p.add_argument("--frames", metavar="FRAMES.npy", help="(T, H, W) uint8 face crops, instead of INPUTs")
+    p.add_argument("--output", metavar="OUT.npz", help=".npz to write (with --frames)")
+    _add_video_options(p, DATASET_K)
     p.set_defaults(run=_run_features)
 
 
+def _add_video_options(p: argparse.ArgumentParser, dataset_k) -> None:
+    """The options of a run over videos, shared by ``spot`` and ``features``: what to read, how to crop, where
+    to write, and the engine."""
+    presets = ", ".join(f"{name} {k}" for name, k in dataset_k.items())
+    p.add_argument("--k", type=int, metavar="K", help="pair distance in frames (default: the --dataset preset)")
+    p.add_argument("--dataset", choices=tuple(dataset_k), help=f"preset MEAN's k ({presets})")
+    p.add_argument("--out", metavar="DIR", help="output folder (one subfolder per input)")
+    p.add_argument("--landmarks", metavar="FILE",
+                   help="(68, 2) dlib-ordered (x, y) landmarks of the first 128x128 crop (.npy or .txt), for "
+                        "every input")
+    p.add_argument("--landmark-model", metavar="PATH",
+                   help="dlib's shape_predictor_68_face_landmarks.dat, used without --landmarks (default: the one "
+                        "the faces extra installs; needs dlib: pip install \"meanspot_fused[faces]\")")
+    p.add_argument("--face-box", metavar="X,Y,W,H", help="face box for every input instead of detection")
+    p.add_argument("--cascade", metavar="XML", help="OpenCV Haar cascade file for face detection without dlib")
+    p.add_argument("--no-jpeg", dest="jpeg", action="store_false",
+                   help="skip MEAN's JPEG round trip of the crops (MEAN's models were trained with it)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    p.add_argument("--batch-size", type=int, default=256, metavar="N", help="pairs per batch (default 256)")
+    _add_remap_option(p)
+    p.add_argument("--chunk", type=int, default=1024, metavar="F",
+                   help="frames read at a time; bounds memory (default 1024)")
+    p.add_argument("--force", "--overwrite", dest="force", action="store_true",
+                   help="recompute videos whose output folder is up to date (--overwrite: its old name)")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local (default): this machine, --workers processes; ray: Ray Data, --workers actors on "
+                        "the cluster of --ray-address or RAY_ADDRESS, else a local Ray (pip install "
+                        "\"meanspot_fused[ray]\")")
+    p.add_argument("--ray-address", metavar="ADDR", help="Ray cluster to join (default: RAY_ADDRESS, else local)")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="worker processes (Ray: actors), a video each at a time (default 1: this process; "
+                        "Ray: 1 actor)")
+    p.add_argument("--threads", type=int, metavar="T",
+                   help="torch and OpenCV threads per worker (default: the CPUs shared among the workers)")
+    p.add_argument("--retries", type=int, default=2, metavar="R",
+                   help="extra attempts for a video whose worker process died (default 2)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or messages")
+
+
+def _pair_distance(args: argparse.Namespace, command: str) -> Optional[int]:
+    """--k, else the --dataset preset's (a note when both are given and differ); None when neither is."""
+    from .spotting import DATASET_K
+    k = args.k
+    if k is None:
+        return None if args.dataset is None else DATASET_K[args.dataset]
+    if args.dataset is not None and k != DATASET_K[args.dataset]:
+        print(f"{PROG} {command}: note: --k {k} replaces the --dataset {args.dataset} preset "
+              f"{DATASET_K[args.dataset]}", file=sys.stderr)
+    return k
+
+
+def _run_videos(args: argparse.Namespace, command: str, settings, model) -> int:
+    """A run over videos with either engine (``model`` None: features only); exit 0, 1 (some videos failed)
+    or 2 (all failed, or bad input: nothing written)."""
+    from .engine import expand_inputs, run_corpus
+    log = (lambda msg: None) if args.quiet else (lambda msg: print(f"{PROG} {command}: {msg}", file=sys.stderr))
+    try:
+        inputs = expand_inputs(args.inputs)
+        if args.engine == "ray":
+            from .engine.ray import run_ray
+            results = run_ray(inputs, model, args.out, settings, actors=args.workers, threads=args.threads,
+                              force=args.force, retries=args.retries, address=args.ray_address,
+                              dataset=args.dataset, progress=not args.quiet, log=log)
+        else:
+            results = run_corpus(inputs, model, args.out, settings, workers=args.workers,
+                                 threads=args.threads, force=args.force, retries=args.retries,
+                                 progress=not args.quiet, dataset=args.dataset, log=log)
+    except InputError as e:  # SpotError, FramesError: an input, option or file the run cannot use
+        return _error(command, str(e))
+    except OSError as e:  # the output folder or a file in it cannot be written
+        return _error(command, f"cannot write under --out {args.out!r}: {e}")
+    failed = [r for r in results if r["status"] == "failed"]
+    for r in failed:
+        print(f"{PROG} {command}: error: {r['video']}: {r['error']}", file=sys.stderr)
+    # A video fails only on its own input (SpotError: unreadable, no face, k
+    # too large, ...). All of them failed: bad input, nothing written (2); some
+    # failed while the others were written or skipped (1).
+    if not failed:
+        return 0
+    return EXIT_USAGE if len(failed) == len(results) else EXIT_FAILED
+
+
 def _run_features(args: argparse.Namespace) -> int:
+    def fail(msg: str) -> int:
+        return _error("features", msg)
+    if (args.frames is None) == (not args.inputs):
+        return fail("give either INPUT videos with --out DIR, or --frames FRAMES.npy with --landmarks and "
+                    "--output OUT.npz")
+    k = _pair_distance(args, "features")
+    if k is None:
+        return fail("give the pair distance --k K, or --dataset to use MEAN's k of a dataset")
+    if args.frames is not None:
+        for name in ("landmarks", "output"):
+            if getattr(args, name) is None:
+                return fail(f"--frames needs --{name}")
+        return _features_of_frames(args, k)
+    if args.output is not None or args.out is None:
+        return fail("INPUT videos are written to --out DIR (one folder per video); --output OUT.npz goes with "
+                    "--frames")
+    from .io.frames import parse_face_box
+    from .pipeline import SpotSettings
+    try:
+        settings = SpotSettings(
+            k=k, k_p=None, face_box=parse_face_box(args.face_box) if args.face_box else None,
+            cascade=args.cascade, landmarks=args.landmarks, landmark_model=args.landmark_model,
+            jpeg_roundtrip=args.jpeg, device=args.device, batch_size=args.batch_size, chunk=args.chunk,
+            remap=args.remap, save_features=True)
+    except InputError as e:
+        return fail(str(e))
+    return _run_videos(args, "features", settings, None)
+
+
+def _features_of_frames(args: argparse.Namespace, k: int) -> int:
+    """``features --frames``: one stack of crops to one .npz."""
     import time
 
     import numpy as np
@@ -154,7 +271,7 @@ def _run_features(args: argparse.Namespace) -> int:
         if device.type == "cuda" and not torch.cuda.is_available():
             raise DeviceError("--device cuda but no CUDA device is available")
         start = time.perf_counter()
-        feats = video_features(torch.from_numpy(frames).to(device), args.k, landmarks, batch_size=args.batch_size,
+        feats = video_features(torch.from_numpy(frames).to(device), k, landmarks, batch_size=args.batch_size,
                                progress=not args.quiet, remap=args.remap).cpu().numpy()
     except (FramesError, ValueError, TypeError) as e:  # a DeviceError (RuntimeError) goes to _run: exit 4
         return fail(str(e))
@@ -162,13 +279,14 @@ def _run_features(args: argparse.Namespace) -> int:
 
     def write(tmp: str) -> None:
         with open(tmp, "wb") as f:
-            np.savez(f, u=feats[:, 0:1], v=feats[:, 1:2], os=feats[:, 2:3], remap=np.array(args.remap))
+            np.savez(f, u=feats[:, 0:1], v=feats[:, 1:2], os=feats[:, 2:3], k=np.int64(k),
+                     frames=np.int64(len(frames)), remap=np.array(args.remap), landmarks=landmarks)
     try:
         replace_atomically(args.output, write)
     except OSError as e:
         return fail(f"cannot write --output {args.output!r}: {e}")
     if not args.quiet:
-        print(f"{PROG} features: wrote {len(feats)} samples (pairs at distance {args.k}) to {args.output} "
+        print(f"{PROG} features: wrote {len(feats)} samples (pairs at distance {k}) to {args.output} "
               f"({seconds:.2f} s, {len(feats) / max(seconds, 1e-9):,.1f} pairs/s on {args.device})", file=sys.stderr)
     return 0
 
@@ -240,7 +358,6 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 def _spot(sub) -> None:
     from .spotting import DATASET_K  # NumPy only: --help does not load torch
 
-    presets = ", ".join(f"{name} {k}" for name, k in DATASET_K.items())
     p = _add_parser(
         sub, "spot", help="spot micro-expression intervals in face videos (frames -> features -> network -> intervals)",
         description="For each INPUT (a video file, a folder of images in natural order, or a .npy stack "
@@ -248,54 +365,24 @@ def _spot(sub) -> None:
                     "frame to it (128x128 gray; input already 128x128 is used as is), compute MEAN's features of "
                     "the pairs (i, i + K), score them with MODEL and spot intervals with MEAN's smoothing and peak "
                     "picking. Writes OUT/<input name>/: intervals.csv (onset, offset, apex, score[, emotion]; "
-                    "0-based pair indices), scores.npy, scores.png and summary.json. A video whose folder was made "
-                    "with the same settings, model and input is skipped unless --force; OUT/manifest.jsonl gets "
-                    "a line per finished video. Many videos: give a folder of them, a glob or a list file, and "
-                    "--workers N to spread them over N processes.")
+                    "0-based pair indices), scores.npy, scores.png and summary.json (and features.npz with "
+                    "--save-features). A video whose folder was made with the same settings, model and input is "
+                    "skipped unless --force; OUT/manifest.jsonl gets a line per finished video. Many videos: give "
+                    "a folder of them, a glob or a list file, and --workers N to spread them over N processes.")
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="video file, image folder or .npy stack; or a folder of those, a glob pattern (quoted), "
                         "or a list file (.txt, .list, .lst: one input per line)")
     p.add_argument("--model", required=True, metavar="MODEL", help="Keras file or checkpoint with a spot head")
-    p.add_argument("--k", type=int, metavar="K", help="pair distance in frames (default: the --dataset preset)")
     p.add_argument("--k-p", dest="k_p", type=int, required=True, metavar="KP",
                    help="half the expected expression length in frames (MEAN: int((N + 1) / 2), N the mean "
                         "offset - onset of the dataset's expressions)")
     p.add_argument("--p", type=float, default=0.55, help="threshold fraction: mean + p (max - mean) (default 0.55)")
-    p.add_argument("--dataset", choices=tuple(DATASET_K), help=f"preset MEAN's k ({presets})")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder (one subfolder per input)")
-    p.add_argument("--landmarks", metavar="FILE",
-                   help="(68, 2) dlib-ordered (x, y) landmarks of the first 128x128 crop (.npy or .txt), for "
-                        "every input")
-    p.add_argument("--landmark-model", metavar="PATH",
-                   help="dlib's shape_predictor_68_face_landmarks.dat, used without --landmarks (default: the one "
-                        "the faces extra installs; needs dlib: pip install \"meanspot_fused[faces]\")")
-    p.add_argument("--face-box", metavar="X,Y,W,H", help="face box for every input instead of detection")
-    p.add_argument("--cascade", metavar="XML", help="OpenCV Haar cascade file for face detection without dlib")
-    p.add_argument("--no-jpeg", dest="jpeg", action="store_false",
-                   help="skip MEAN's JPEG round trip of the crops (MEAN's models were trained with it)")
     p.add_argument("--single", action="store_true", help="spot only the highest peak per video")
     p.add_argument("--classes", metavar="NAMES", help="comma-separated names of the recognition classes")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
-    p.add_argument("--batch-size", type=int, default=256, metavar="N", help="pairs per batch (default 256)")
-    _add_remap_option(p)
-    p.add_argument("--chunk", type=int, default=1024, metavar="F",
-                   help="frames read at a time; bounds memory (default 1024)")
     p.add_argument("--no-fuse", dest="fuse", action="store_false", help="run the reference network")
-    p.add_argument("--force", "--overwrite", dest="force", action="store_true",
-                   help="recompute videos whose output folder is up to date (--overwrite: its old name)")
-    p.add_argument("--engine", choices=("local", "ray"), default="local",
-                   help="local (default): this machine, --workers processes; ray: Ray Data, --workers actors on "
-                        "the cluster of --ray-address or RAY_ADDRESS, else a local Ray (pip install "
-                        "\"meanspot_fused[ray]\")")
-    p.add_argument("--ray-address", metavar="ADDR", help="Ray cluster to join (default: RAY_ADDRESS, else local)")
-    p.add_argument("--workers", type=int, default=1, metavar="N",
-                   help="worker processes (Ray: actors), a video each at a time (default 1: this process; "
-                        "Ray: 1 actor)")
-    p.add_argument("--threads", type=int, metavar="T",
-                   help="torch and OpenCV threads per worker (default: the CPUs shared among the workers)")
-    p.add_argument("--retries", type=int, default=2, metavar="R",
-                   help="extra attempts for a video whose worker process died (default 2)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars or messages")
+    p.add_argument("--save-features", action="store_true",
+                   help="also write each video's features.npz (what `features` writes and `train` reads)")
+    _add_video_options(p, DATASET_K)
     p.set_defaults(run=_run_spot)
 
 
@@ -303,47 +390,23 @@ def _run_spot(args: argparse.Namespace) -> int:
     def fail(msg: str) -> int:
         return _error("spot", msg)
     from .io.frames import parse_face_box
-    from .engine import expand_inputs, run_corpus
-    from .pipeline import DATASET_K, SpotSettings
-    k = args.k
+    from .pipeline import SpotSettings
+    k = _pair_distance(args, "spot")
     if k is None:
-        if args.dataset is None:
-            return fail("give the pair distance --k K, or --dataset to use MEAN's k of a dataset")
-        k = DATASET_K[args.dataset]
-    elif args.dataset is not None and k != DATASET_K[args.dataset]:
-        print(f"{PROG} spot: note: --k {k} replaces the --dataset {args.dataset} preset "
-              f"{DATASET_K[args.dataset]}", file=sys.stderr)
+        return fail("give the pair distance --k K, or --dataset to use MEAN's k of a dataset")
+    if args.out is None:
+        return fail("give the output folder --out DIR")
     try:
         box = parse_face_box(args.face_box) if args.face_box else None
         settings = SpotSettings(
             k=k, k_p=args.k_p, p=args.p, multiple=not args.single, face_box=box, cascade=args.cascade,
             landmarks=args.landmarks, landmark_model=args.landmark_model, jpeg_roundtrip=args.jpeg,
             device=args.device, batch_size=args.batch_size, chunk=args.chunk, fuse=args.fuse,
-            classes=[c.strip() for c in args.classes.split(",")] if args.classes else None, remap=args.remap)
-        log = (lambda msg: None) if args.quiet else (lambda msg: print(f"{PROG} spot: {msg}", file=sys.stderr))
-        inputs = expand_inputs(args.inputs)
-        if args.engine == "ray":
-            from .engine.ray import run_ray
-            results = run_ray(inputs, args.model, args.out, settings, actors=args.workers, threads=args.threads,
-                              force=args.force, retries=args.retries, address=args.ray_address,
-                              dataset=args.dataset, progress=not args.quiet, log=log)
-        else:
-            results = run_corpus(inputs, args.model, args.out, settings, workers=args.workers,
-                                 threads=args.threads, force=args.force, retries=args.retries,
-                                 progress=not args.quiet, dataset=args.dataset, log=log)
-    except InputError as e:  # SpotError, FramesError: an input, option or file the run cannot use
+            classes=[c.strip() for c in args.classes.split(",")] if args.classes else None, remap=args.remap,
+            save_features=args.save_features)
+    except InputError as e:
         return fail(str(e))
-    except OSError as e:  # the output folder or a file in it cannot be written
-        return fail(f"cannot write under --out {args.out!r}: {e}")
-    failed = [r for r in results if r["status"] == "failed"]
-    for r in failed:
-        print(f"{PROG} spot: error: {r['video']}: {r['error']}", file=sys.stderr)
-    # A video fails only on its own input (SpotError: unreadable, no face, k
-    # too large, ...). All of them failed: bad input, nothing written (2); some
-    # failed while the others were written or skipped (1).
-    if not failed:
-        return 0
-    return EXIT_USAGE if len(failed) == len(results) else EXIT_FAILED
+    return _run_videos(args, "spot", settings, args.model)
 
 
 #: The subcommands, in the order ``--help`` lists them.

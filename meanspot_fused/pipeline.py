@@ -80,10 +80,13 @@ class SpotSettings:
     of the recognition classes (index order) for spot_recog models. remap:
     the OpenCV line whose TV-L1 flow the features reproduce, ``"opencv4"``
     (MEAN's, the default) or ``"opencv5"`` (see
-    :func:`meanspot_fused.features.flow.tvl1_flow`).
+    :func:`meanspot_fused.features.flow.tvl1_flow`). save_features: also
+    write each video's feature maps (``features.npz``, what ``train`` reads).
+    A features-only run (no model: ``meanspot-fused features`` over videos)
+    needs no k_p (None) and writes the feature maps only.
     """
     k: int
-    k_p: int
+    k_p: Optional[int]
     p: float = 0.55
     multiple: bool = True
     face_box: Optional[Tuple[int, int, int, int]] = None
@@ -97,6 +100,7 @@ class SpotSettings:
     fuse: bool = True
     classes: Optional[Sequence[str]] = None
     remap: str = "opencv4"
+    save_features: bool = False
 
     def check(self) -> None:
         from .features.flow import check_remap
@@ -106,6 +110,8 @@ class SpotSettings:
             raise SpotError(str(e)) from None
         for name in ("k", "k_p", "batch_size", "chunk"):
             v = getattr(self, name)
+            if name == "k_p" and v is None:  # a features-only run; spot_videos requires it with a model
+                continue
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise SpotError(f"{name} must be an integer >= 1, got {v!r}")
         if not isinstance(self.p, (int, float)) or isinstance(self.p, bool) or not 0.0 <= float(self.p) <= 1.0:
@@ -132,14 +138,16 @@ class SpotSettings:
 class VideoResult:
     """What :func:`spot_video` found in one video.
 
-    scores: (T - k,) spot score of each pair (i, i + k); smoothed: MEAN's
+    scores: (T - k,) spot score of each pair (i, i + k), or None in a
+    features-only run (then so are smoothed, threshold and the intervals); smoothed: MEAN's
     smoothed curve (at least as long as scores, see :func:`~meanspot_fused.spotting.smooth`);
     threshold: the peak threshold; intervals: int64 (M, 3) rows (onset,
     offset, apex) in pair indices; apex_scores: the smoothed score at each
     apex; emotions: one class per interval for spot_recog models (names when
     ``classes`` were given, else indices), or None. recog: (T - k, C) per-pair
     recognition output, or None. info: frames, pairs, face box, landmarks
-    source and seconds per stage.
+    source and seconds per stage. features: (T - k, 3, 42, 42) float32 maps
+    (u, v, os) of each pair when ``save_features``, else None.
     """
     scores: np.ndarray
     smoothed: np.ndarray
@@ -149,13 +157,21 @@ class VideoResult:
     emotions: Optional[List[Any]]
     recog: Optional[np.ndarray]
     info: Dict[str, Any]
+    features: Optional[np.ndarray] = None
 
 
-def load_spot_model(path, fuse: bool = True, device: str = "cpu") -> Tuple[MeanSpot, torch.nn.Module]:
-    """(model, network to run) from a Keras file or checkpoint; the model must have a spot head."""
+def load_spot_model(path, fuse: bool = True, device: str = "cpu"
+                    ) -> Tuple[Optional[MeanSpot], Optional[torch.nn.Module]]:
+    """(model, network to run) from a Keras file or checkpoint; the model must have a spot head.
+
+    ``path`` None: a features-only run, (None, None) (the device is still checked).
+    """
     from .io.checkpoints import load_model
     from .io.errors import KerasFormatError, PredictError
 
+    if path is None:
+        _device(device)
+        return None, None
     try:
         model = load_model(path)
     except (PredictError, KerasFormatError, OSError) as e:
@@ -183,11 +199,15 @@ def _device(device: str) -> torch.device:
         raise SpotError(str(e)) from e
 
 
-def _check_classes(model: MeanSpot, settings: SpotSettings) -> None:
-    """Class names, when given, must name every recognition class of the model."""
+def _check_classes(model: Optional[MeanSpot], settings: SpotSettings) -> None:
+    """Class names, when given, must name every recognition class of the model; a model needs k_p."""
+    if model is not None and settings.k_p is None:
+        raise SpotError("k_p must be an integer >= 1 to spot intervals, got None")
     names = settings.classes
     if names is None:
         return
+    if model is None:
+        raise SpotError("classes: a features-only run has no model")
     if "recog" not in model.head_names:
         raise SpotError(f"classes: the model has no recognition head (heads: {', '.join(model.head_names)})")
     if len(names) != model.recog_classes:
@@ -248,6 +268,7 @@ class _Video:
         self.settings = settings
         self.seconds = dict.fromkeys(("read", "crop", "features", "network", "spotting", "write"), 0.0)
         self.scores: Dict[str, List[np.ndarray]] = {h: [] for h in heads}
+        self.features: List[np.ndarray] = []  # batches of (n, 3, 42, 42) maps when settings.save_features
         self.frames = 0
         self.queued = 0           # pairs handed to the batcher and not scored yet
         self.read_done = False    # every pair has been handed to the batcher
@@ -306,6 +327,12 @@ class _Video:
         """MEAN's spotting on the collected scores (all pairs scored)."""
         settings = self.settings
         t0 = time.perf_counter()
+        feats = np.concatenate(self.features) if self.features else None
+        info = {"frames": self.frames, "pairs": self.frames - int(settings.k), "crop": self.crop_mode,
+                "landmarks": self.landmarks_source, "landmark_points": self.landmarks.tolist(), "seconds": self.seconds}
+        if "spot" not in self.scores:  # a features-only run
+            none = np.zeros((0, 3), np.int64)
+            return VideoResult(None, None, None, none, np.zeros(0), None, None, info, feats)
         spot = np.concatenate(self.scores["spot"])[:, 0]
         recog = np.concatenate(self.scores["recog"]) if "recog" in self.scores else None
         # One smoothing for the intervals, their apex scores and the plot.
@@ -317,9 +344,7 @@ class _Video:
             names = settings.classes  # checked against the model by _check_classes
             emotions = [names[c] if names is not None else int(c) for c in recognise(recog, intervals, settings.k_p)]
         self.seconds["spotting"] += time.perf_counter() - t0
-        info = {"frames": self.frames, "pairs": int(spot.size), "crop": self.crop_mode,
-                "landmarks": self.landmarks_source, "seconds": self.seconds}
-        return VideoResult(spot, smoothed, threshold, intervals, apex_scores, emotions, recog, info)
+        return VideoResult(spot, smoothed, threshold, intervals, apex_scores, emotions, recog, info, feats)
 
 
 class _Batcher:
@@ -333,8 +358,10 @@ class _Batcher:
     a batch in proportion to its pairs in it.
     """
 
-    def __init__(self, model: MeanSpot, net: torch.nn.Module, settings: SpotSettings, progress: _Progress):
-        self.heads = tuple(model.head_names)
+    def __init__(self, model: Optional[MeanSpot], net: Optional[torch.nn.Module], settings: SpotSettings,
+                 progress: _Progress):
+        self.heads = tuple(model.head_names) if model is not None else ()
+        self.save_features = bool(settings.save_features)
         self.net = net
         self.device = _device(settings.device)
         self.batch_size = int(settings.batch_size)
@@ -374,10 +401,13 @@ class _Batcher:
         feats = mean_features(prev, nxt, landmarks, remap=self.remap)
         t1 = time.perf_counter()
         self.progress.advance("features", n)
-        with torch.inference_mode():
-            out = self.net(feats[:, 0:1], feats[:, 1:2], feats[:, 2:3])
-        out = out if isinstance(out, tuple) else (out,)
-        by_head = {h: o.float().cpu().numpy() for h, o in zip(self.heads, out)}
+        kept = feats.float().cpu().numpy() if self.save_features else None
+        by_head = {}
+        if self.net is not None:
+            with torch.inference_mode():
+                out = self.net(feats[:, 0:1], feats[:, 1:2], feats[:, 2:3])
+            out = out if isinstance(out, tuple) else (out,)
+            by_head = {h: o.float().cpu().numpy() for h, o in zip(self.heads, out)}
         t2 = time.perf_counter()
         self.progress.advance("network", n)
         start = 0
@@ -385,6 +415,8 @@ class _Batcher:
             m = len(a)
             for h in self.heads:
                 video.scores[h].append(by_head[h][start:start + m])
+            if kept is not None:
+                video.features.append(kept[start:start + m])
             video.seconds["features"] += (t1 - t0) * m / n
             video.seconds["network"] += (t2 - t1) * m / n
             video.queued -= m
@@ -500,6 +532,9 @@ def spot_videos(sources: Sequence, model_path, out_dir, settings: SpotSettings, 
                 loaded: Optional[Tuple[MeanSpot, torch.nn.Module]] = None) -> List[Dict[str, Any]]:
     """Spot every video of ``sources`` with the model in ``model_path``; write ``out_dir/<name>/``.
 
+    ``model_path`` None: a features-only run (``settings.save_features`` must
+    be set): each folder holds ``features.npz`` and ``summary.json``.
+
     Checks everything that can be checked before the first video (settings,
     model, input names, output folder). Then, per video: a complete folder
     already there from the same settings, model and input is skipped unless
@@ -513,6 +548,8 @@ def spot_videos(sources: Sequence, model_path, out_dir, settings: SpotSettings, 
     process loads them once).
     """
     log = log or (lambda msg: print(msg, file=sys.stderr))
+    if model_path is None and not settings.save_features:
+        raise SpotError("a run without a model computes features only: set save_features")
     model, net, names, out_dir = check_run(sources, model_path, out_dir, settings, loaded)
     from .engine.manifest import Manifest, is_up_to_date, run_key, settings_hash
     digest = settings_hash(settings, model_path, dataset)
@@ -541,14 +578,17 @@ def spot_videos(sources: Sequence, model_path, out_dir, settings: SpotSettings, 
             log(f"{name}: error: {result}")
             done({**record, "status": "failed", "error": str(result)})
             continue
-        summary = video_summary(name, source, model_path, model.head_names, settings, result, dataset)
+        summary = video_summary(name, source, model_path, model.head_names if model is not None else (), settings,
+                                result, dataset)
         summary["run_key"] = keys[os.fspath(source)]
         # The output folder is made with the first video written: a run whose
         # videos all fail (k larger than a video, no face, ...) leaves no folder.
         os.makedirs(out_dir, exist_ok=True)
         write_video_folder(out_dir, name, result, settings, summary, started)
         seconds = summary["seconds"]
-        log(f"{name}: {len(result.intervals)} interval(s) in {result.info['frames']} frames -> {final} "
+        found = f"{len(result.intervals)} interval(s)" if model is not None else \
+            f"features of {result.info['pairs']} pair(s)"
+        log(f"{name}: {found} in {result.info['frames']} frames -> {final} "
             f"({seconds['read'] + seconds['crop'] + seconds['features'] + seconds['network']:.1f} s of "
             f"reading, cropping, features and network)")
         done({**record, "status": "done", "intervals": int(len(result.intervals)), "seconds": seconds})

@@ -113,7 +113,8 @@ def settings_hash(settings, model_path, dataset: Optional[str] = None) -> str:
         # An array (or nested list) of landmarks: its values, whatever their size (repr elides big arrays).
         lm = np.ascontiguousarray(fields["landmarks"])
         fields["landmarks"] = hashlib.sha256(f"{lm.dtype}{lm.shape}".encode() + lm.tobytes()).hexdigest()
-    payload = dict(settings=fields, model=_file_sha256(os.fspath(model_path)), dataset=dataset, version=__version__)
+    model = None if model_path is None else _file_sha256(os.fspath(model_path))  # None: a features-only run
+    payload = dict(settings=fields, model=model, dataset=dataset, version=__version__)
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 

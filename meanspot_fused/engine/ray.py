@@ -71,7 +71,7 @@ def run_ray(sources: Sequence, model_path, out_dir, settings, *, actors: int = 2
     # Absolute paths: actors may start elsewhere. The checks on this machine's CPU: the driver needs no
     # GPU, the actors get them.
     sources = [os.path.abspath(os.fspath(s)) for s in sources]
-    model_path = os.path.abspath(os.fspath(model_path))
+    model_path = None if model_path is None else os.path.abspath(os.fspath(model_path))  # None: features only
     run = CorpusRun(sources, model_path, os.path.abspath(os.fspath(out_dir)), settings, dataset=dataset,
                     force=force, log=log, check_settings=dataclasses.replace(settings, device="cpu"))
     out_dir, todo = run.out_dir, run.todo

@@ -9,7 +9,9 @@
   per-pair recognition output of spot_recog models;
 * ``scores.png``: the smoothed curve, threshold and intervals;
 * ``summary.json``: the settings, model, frame counts, versions and seconds
-  per stage (:func:`video_summary`).
+  per stage (:func:`video_summary`);
+* ``features.npz`` with ``save_features`` (and alone but for summary.json
+  in a features-only run, without a model): :func:`write_features_npz`.
 
 The files are written into a hidden temporary folder beside the final one,
 which is then renamed into place (:func:`write_video_folder`): a folder that
@@ -34,7 +36,7 @@ from .intervals import write_intervals_csv
 if TYPE_CHECKING:  # the engine's types; imported for annotations only, the engine imports this module
     from ..pipeline import SpotSettings, VideoResult
 
-__all__ = ["video_name", "video_summary", "write_video_folder"]
+__all__ = ["FEATURES_FILE", "video_name", "video_summary", "write_features_npz", "write_video_folder"]
 
 
 def video_name(path) -> str:
@@ -69,13 +71,14 @@ def video_summary(name: str, source, model_path, heads, settings: SpotSettings, 
     info = result.info
     return {
         "video": name, "input": os.path.abspath(os.fspath(source)),
-        "model": os.path.abspath(os.fspath(model_path)), "heads": list(heads),
+        "model": None if model_path is None else os.path.abspath(os.fspath(model_path)), "heads": list(heads),
         "dataset": dataset, "k": settings.k, "k_p": settings.k_p, "p": settings.p,
         "multiple": settings.multiple, "device": settings.device, "fused": settings.fuse,
         "batch_size": settings.batch_size, "jpeg_roundtrip": settings.jpeg_roundtrip, "remap": settings.remap,
         "frames": info["frames"], "pairs": info["pairs"], "crop": info["crop"],
         "landmarks": info["landmarks"], "threshold": result.threshold,
-        "intervals": int(len(result.intervals)), "versions": _versions(),
+        "intervals": None if result.scores is None else int(len(result.intervals)),
+        "features": result.features is not None, "versions": _versions(),
         "seconds": info["seconds"],
     }
 
@@ -87,19 +90,41 @@ def _write_files(folder: str, name: str, result: VideoResult, settings: SpotSett
     from .plots import plot_scores
 
     t0 = time.perf_counter()
-    np.save(os.path.join(folder, "scores.npy"), result.scores)
-    if result.recog is not None:
-        np.save(os.path.join(folder, "recog.npy"), result.recog)
-    write_intervals_csv(os.path.join(folder, "intervals.csv"), result.intervals, result.apex_scores,
-                        result.emotions)
-    plot_scores(os.path.join(folder, "scores.png"), result.smoothed, result.threshold, result.intervals,
-                title=f"{name}: smoothed spot score (k {settings.k}, k_p {settings.k_p}, p {settings.p:g})")
+    if result.features is not None:
+        write_features_npz(os.path.join(folder, FEATURES_FILE), result.features, settings, result.info)
+    if result.scores is not None:
+        np.save(os.path.join(folder, "scores.npy"), result.scores)
+        if result.recog is not None:
+            np.save(os.path.join(folder, "recog.npy"), result.recog)
+        write_intervals_csv(os.path.join(folder, "intervals.csv"), result.intervals, result.apex_scores,
+                            result.emotions)
+        plot_scores(os.path.join(folder, "scores.png"), result.smoothed, result.threshold, result.intervals,
+                    title=f"{name}: smoothed spot score (k {settings.k}, k_p {settings.k_p}, p {settings.p:g})")
     now = time.perf_counter()
     summary["seconds"]["write"] = now - t0
     summary["seconds"]["total"] = now - started
     with open(os.path.join(folder, "summary.json"), "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=1)
         f.write("\n")
+
+
+#: The feature file of a video folder (``save_features``; what ``meanspot-fused train`` reads).
+FEATURES_FILE = "features.npz"
+
+
+def write_features_npz(path: str, features: np.ndarray, settings: SpotSettings, info: Dict[str, Any]) -> None:
+    """A video's feature maps as ``meanspot-fused features`` writes them, with what made them.
+
+    Keys: ``u``, ``v``, ``os`` (P, 1, 42, 42) float32, sample i being the
+    pair (i, i + k) (:func:`meanspot_fused.io.feature_files.open_features`
+    reads them); ``k``, ``frames`` (int), ``remap`` (str), ``landmarks``
+    (68, 2) int64 of the first crop. Written inside the video's temporary
+    folder, so it is complete when the folder appears.
+    """
+    with open(path, "wb") as f:
+        np.savez(f, u=features[:, 0:1], v=features[:, 1:2], os=features[:, 2:3], k=np.int64(settings.k),
+                 frames=np.int64(info["frames"]), remap=np.array(settings.remap),
+                 landmarks=np.asarray(info["landmark_points"], dtype=np.int64))
 
 
 def _new_folder(parent: str, prefix: str) -> str:
