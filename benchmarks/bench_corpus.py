@@ -8,7 +8,13 @@ the whole corpus into a fresh folder (``--force``): local with 1 worker (all
 threads in this process), local with 2 workers (1 thread each), Ray Data
 with 2 actors (1 thread each) on a local Ray started here. Reported: wall
 seconds, videos/hour and frame pairs/s, and whether every engine wrote the
-same intervals and scores.
+same intervals and scores. Then the corpus of issue #21 projected on paper
+from the best measured rate: CAS(ME)^2 + SAMM-LV, 245 videos and about 1.5 M
+frame pairs, on N such nodes (videos are independent, so the ideal is
+total / (N x rate), bounded below by the longest video at one node's rate and
+by the start-up measured here). ``--device cuda`` measures the same on a GPU
+node (one actor or worker per GPU); no GPU was lent to this work, so the GPU
+rows wait for that run.
 """
 from __future__ import annotations
 
@@ -34,11 +40,36 @@ from meanspot_fused.features import synthetic  # noqa: E402
 KERAS_MODEL = HERE.parent.parent / "shared" / "keras_cases" / "mean_weights" / "CASME_sq" / "spot" / "s1.hdf5"
 
 
+# Issue #21's corpus: CAS(ME)^2 (98 long videos) + SAMM-LV (147), about 1.5 M frame pairs in all.
+CORPUS_VIDEOS = 98 + 147
+CORPUS_PAIRS = 1.5e6
+
+
+def projection(rows, device: str):
+    """Markdown lines: the corpus on N nodes at the best rate measured here (pairs/s per node)."""
+    best = max(rows, key=lambda r: r["pairs_per_s"])
+    rate = best["pairs_per_s"]
+    mean_video = CORPUS_PAIRS / CORPUS_VIDEOS
+    lines = ["", f"## Projected on paper: CAS(ME)^2 + SAMM-LV ({CORPUS_VIDEOS} videos, {CORPUS_PAIRS / 1e6:.1f} M "
+             f"frame pairs) on N {device} nodes like this one",
+             "", f"Rate per node: {rate:,.1f} pairs/s ({best['engine']}, {best['workers']} worker(s)), measured "
+             f"above. Ideal hours = pairs / (N x rate); a node spends {mean_video / rate / 60:.1f} min on a video "
+             f"of the mean length ({mean_video:,.0f} pairs), and no N finishes before the longest video does.", "",
+             "| nodes N | hours (ideal) | videos per node |", "|---|---|---|"]
+    for n in (1, 2, 4, 8, 16, 32):
+        lines.append(f"| {n} | {CORPUS_PAIRS / (n * rate) / 3600:.2f} | {CORPUS_VIDEOS / n:.0f} |")
+    if device == "cpu":
+        lines += ["", "GPU nodes: not measured (no GPU lent to this work); run this script with "
+                      "`--device cuda` on a GPU node and the same table follows from its rate."]
+    return lines
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--videos", type=int, default=4, help="videos in the corpus (default 4)")
     ap.add_argument("--frames", type=int, default=400, help="frames per video (default 400)")
     ap.add_argument("--engines", default="local-1,local-2,ray-2", help="engine-workers list (default all three)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     ap.add_argument("--out", default=str(HERE / "results"), help="folder for the JSON and Markdown results")
     args = ap.parse_args(argv)
     from meanspot_fused.cli import main as cli
@@ -64,7 +95,7 @@ def main(argv=None) -> int:
             threads = ["--threads", "1"] if int(workers) > 1 else []
             cmd = ["spot", str(work / "videos"), "--model", model, "--k", "3", "--k-p", "6", "--landmarks",
                    str(work / "lm.npy"), "--out", str(out), "--quiet", "--force", "--engine", engine,
-                   "--workers", workers, *threads]
+                   "--workers", workers, "--device", args.device, *threads]
             start = time.perf_counter()
             code = cli(cmd)
             seconds = time.perf_counter() - start
@@ -89,9 +120,10 @@ def main(argv=None) -> int:
     lines += [f"| {r['engine']} | {r['workers']} | {r['seconds']:.1f} | {r['videos_per_hour']:,.0f} | "
               f"{r['pairs_per_s']:,.1f} |" for r in rows]
     lines += ["", f"Same intervals.csv and scores.npy from every engine: {'yes' if same else 'NO'}."]
+    lines += projection(rows, args.device)
     text = "\n".join(lines) + "\n"
     print(text)
-    save_results(args.out, "corpus_", "cpu", dict(date=date, command=command, videos=args.videos,
+    save_results(args.out, "corpus_", args.device, dict(date=date, command=command, videos=args.videos,
                                                   frames=args.frames, model=model_note, rows=rows,
                                                   same_outputs=same), text)
     return 0 if same else 1

@@ -3,8 +3,10 @@
 :func:`run_corpus` with ``workers=1`` is :func:`meanspot_fused.pipeline.spot_videos`
 in this process (videos stream through shared batches). With more workers,
 each video is one task of a pool of ``workers`` processes (spawned, so no
-state is inherited): a worker loads the model once, sets its thread counts
-(torch, OpenCV) to ``threads``, and spots its video with ``spot_videos`` into
+state is inherited): a worker takes one GPU of its own with ``--device cuda``
+(round robin over ``CUDA_VISIBLE_DEVICES`` or every GPU, seen as ``cuda:0``)
+and none otherwise, loads the model once, sets its thread counts (torch,
+OpenCV, the video decoder) to ``threads``, and spots its video with ``spot_videos`` into
 the same output folder, written atomically as in a serial run, so the
 per-video files are those of a serial run. This process appends each
 finished video to the manifest and shows one progress bar over videos.
@@ -54,9 +56,12 @@ def check_engine_args(workers: int, threads: Optional[int], retries: int) -> Non
 
 
 def set_threads(threads: int) -> None:
-    """Threads of this worker process: torch's and OpenCV's (the video decoder's come with OpenCV's)."""
+    """Threads of this worker process: torch's, OpenCV's and its video decoder's (FFmpeg's own pool)."""
     import torch
+
+    from ..io.frames import set_decoder_threads
     torch.set_num_threads(threads)
+    set_decoder_threads(threads)
     try:
         import cv2
         cv2.setNumThreads(threads)
@@ -77,8 +82,30 @@ def kill_hook_for_tests(source) -> None:
             os._exit(1)
 
 
-def _init_worker(model_path, settings, out_dir, dataset, threads: int, started) -> None:
+def visible_gpus() -> List[str]:
+    """The GPUs this process may use, as CUDA_VISIBLE_DEVICES entries: that variable's list when set, else
+    every device the driver reports (counted without creating a CUDA context)."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [d.strip() for d in env.split(",") if d.strip()]
+    import torch
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def worker_gpu(index: int, gpus: Sequence[str]) -> str:
+    """The CUDA_VISIBLE_DEVICES of worker ``index``: one GPU, round robin over ``gpus`` (workers beyond the
+    count share), or "" (none) when there is none."""
+    return gpus[index % len(gpus)] if gpus else ""
+
+
+def _init_worker(model_path, settings, out_dir, dataset, threads: int, started, gpus, counter) -> None:
     from ..pipeline import load_spot_model
+    with counter.get_lock():
+        index = counter.value
+        counter.value += 1
+    # Before anything touches CUDA in this (spawned) process: a GPU worker sees its own GPU as cuda:0, a CPU
+    # worker sees none.
+    os.environ["CUDA_VISIBLE_DEVICES"] = worker_gpu(index, gpus) if str(settings.device).startswith("cuda") else ""
     set_threads(threads)
     _worker.update(model_path=model_path, settings=settings, out_dir=out_dir, dataset=dataset, started=started,
                    loaded=load_spot_model(model_path, fuse=settings.fuse, device=settings.device))
@@ -164,14 +191,20 @@ def run_corpus(sources: Sequence, model_path, out_dir, settings, *, workers: int
         bar = tqdm(total=len(todo), unit="video", desc="spot")
     attempts = {src: 0 for src in todo}
     threads = threads or default_threads(workers)
+    gpus = visible_gpus() if str(settings.device).startswith("cuda") else []
+    if gpus and str(settings.device) not in ("cuda", "cuda:0"):
+        raise InputError(f"device {settings.device!r}: with --workers each worker gets one GPU of its own "
+                         f"(seen as cuda:0); give --device cuda")
     ctx = multiprocessing.get_context("spawn")
+    counter = ctx.Value("i", 0)
     try:
         while todo:
             again: List[str] = []
             started_q = ctx.SimpleQueue()
             started = set()
             with ProcessPoolExecutor(min(workers, len(todo)), mp_context=ctx, initializer=_init_worker,
-                                     initargs=(model_path, settings, out_dir, dataset, threads, started_q)) as pool:
+                                     initargs=(model_path, settings, out_dir, dataset, threads, started_q, gpus,
+                                               counter)) as pool:
                 futures = {pool.submit(_spot_one, src): src for src in todo}
                 for fut in as_completed(futures):
                     src = futures[fut]

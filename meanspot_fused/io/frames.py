@@ -196,9 +196,23 @@ def _iter_folder(folder: str, chunk: int, color: bool) -> Iterator[np.ndarray]:
         yield np.stack(batch)
 
 
+# Threads of the video decoder (OpenCV's FFmpeg backend, CAP_PROP_N_THREADS); None: the backend's own
+# choice (every CPU). A corpus worker sets it to its share (meanspot_fused.engine.local.set_threads).
+_decoder_threads: Optional[int] = None
+
+
+def set_decoder_threads(threads: Optional[int]) -> None:
+    """Threads each video decoder of this process uses from now on (None: OpenCV's default, every CPU)."""
+    global _decoder_threads
+    _decoder_threads = threads
+
+
 def _iter_video(path: str, chunk: int, color: bool) -> Iterator[np.ndarray]:
     cv2 = _cv2()
-    capture = cv2.VideoCapture(path)
+    if _decoder_threads is None:
+        capture = cv2.VideoCapture(path)
+    else:  # the decoded frames do not depend on the thread count (tests/engine/test_local.py)
+        capture = cv2.VideoCapture(path, cv2.CAP_ANY, [cv2.CAP_PROP_N_THREADS, int(_decoder_threads)])
     try:
         if not capture.isOpened():
             raise FramesError(f"{path}: cannot open as a video (not a video file, or a codec OpenCV's "

@@ -224,3 +224,43 @@ def test_ray_engine_without_ray_names_the_extra(corpus, tmp_path, capsys, monkey
     assert spot(corpus, tmp_path / "out", "--engine", "ray") == 3
     assert 'pip install "meanspot_fused[ray]"' in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_set_threads_sets_torch_opencv_and_the_decoder(tmp_path):
+    import cv2
+
+    from meanspot_fused.engine.local import set_threads
+    from meanspot_fused.io import frames as F
+    path = str(tmp_path / "clip.avi")
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), 25, (64, 48))
+    rng = np.random.default_rng(0)
+    for _ in range(12):
+        writer.write(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    writer.release()
+    before = (torch.get_num_threads(), cv2.getNumThreads(), F._decoder_threads)
+    try:
+        default = np.concatenate(list(F.iter_frames(path, chunk=5)))
+        set_threads(1)
+        assert (torch.get_num_threads(), cv2.getNumThreads(), F._decoder_threads) == (1, 1, 1)
+        assert np.array_equal(np.concatenate(list(F.iter_frames(path, chunk=5))), default)  # the same frames
+    finally:
+        torch.set_num_threads(before[0])
+        cv2.setNumThreads(before[1])
+        F.set_decoder_threads(before[2])
+
+
+def test_each_gpu_worker_gets_its_own_gpu_and_cpu_workers_none(monkeypatch):
+    from meanspot_fused.engine import local
+    assert [local.worker_gpu(i, ["3", "5"]) for i in range(5)] == ["3", "5", "3", "5", "3"]
+    assert local.worker_gpu(0, []) == ""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2, 7")
+    assert local.visible_gpus() == ["2", "7"]
+    seen = []
+    monkeypatch.setattr("meanspot_fused.pipeline.load_spot_model",
+                        lambda path, fuse, device: seen.append(os.environ["CUDA_VISIBLE_DEVICES"]))
+    monkeypatch.setattr(local, "set_threads", lambda threads: None)
+    import multiprocessing
+    counter = multiprocessing.Value("i", 0)
+    for device in ("cuda", "cuda", "cuda", "cpu"):
+        local._init_worker(None, SpotSettings(k=3, k_p=3, device=device), "out", None, 1, None, ["2", "7"], counter)
+    assert seen == ["2", "7", "2", ""]  # the env var as each worker's CUDA initialisation will read it
