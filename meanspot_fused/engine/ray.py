@@ -50,7 +50,9 @@ class _Spotter:
 
     def __call__(self, item: Dict[str, Any]) -> Dict[str, Any]:
         from .local import spot_in_worker
+        import ray
         row = spot_in_worker(item["source"], loaded=self.loaded, **self.args)
+        row["node"] = ray.get_runtime_context().get_node_id()  # in the manifest: where the video ran
         return {"source": item["source"], "row": json.dumps(row, default=str)}
 
 
