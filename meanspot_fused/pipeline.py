@@ -83,7 +83,11 @@ class SpotSettings:
     :func:`meanspot_fused.features.flow.tvl1_flow`). save_features: also
     write each video's feature maps (``features.npz``, what ``train`` reads).
     A features-only run (no model: ``meanspot-fused features`` over videos)
-    needs no k_p (None) and writes the feature maps only.
+    needs no k_p (None) and writes the feature maps only. pairs: video name
+    -> (first, second) 0-based frame pairs whose features are also saved
+    (``features.npz`` ``pair_*``, with ``save_features``): the (onset, apex)
+    pairs MEAN's recognition head trains on; a frame outside the video fails
+    that video.
     """
     k: int
     k_p: Optional[int]
@@ -101,6 +105,7 @@ class SpotSettings:
     classes: Optional[Sequence[str]] = None
     remap: str = "opencv4"
     save_features: bool = False
+    pairs: Optional[Dict[str, Sequence[Tuple[int, int]]]] = None
 
     def check(self) -> None:
         from .features.flow import check_remap
@@ -275,6 +280,10 @@ class _Video:
         self.landmarks: Optional[torch.Tensor] = None
         self.crop_mode: Optional[str] = None
         self.landmarks_source: Optional[str] = None
+        wanted = (settings.pairs or {}).get(video_name(self.path), ())
+        self.frame_pairs = np.asarray(wanted, dtype=np.int64).reshape(-1, 2)  # settings.pairs of this video
+        self.pair_crops: Dict[int, np.ndarray] = {}  # the crops of those frames, kept as they stream past
+        self.pair_features: Optional[np.ndarray] = None  # (M, 3, 42, 42) float32 once every pair's frames came
 
     def _timed(self, stage: str, fn: Callable):
         t0 = time.perf_counter()
@@ -307,6 +316,9 @@ class _Video:
                     lm, self.landmarks_source = _landmarks(settings, crops[0])
                     mean_rois(lm)  # landmarks giving an empty eye or mouth box fail here, before any work
                     self.landmarks = torch.from_numpy(lm)
+                for i in np.unique(self.frame_pairs):
+                    if self.frames <= i < self.frames + len(crops):
+                        self.pair_crops[int(i)] = np.array(crops[i - self.frames])
                 self.frames += len(crops)
                 # A fresh array: the crops of a memory-mapped 128x128 stack are read-only views.
                 buf = np.array(crops) if tail is None else np.concatenate([tail, crops])
@@ -322,6 +334,24 @@ class _Video:
         if self.frames <= k:
             raise SpotError(f"{self.path}: k ({k}) must be smaller than the number of frames ({self.frames}); "
                             f"the video has no pair (i, i + k)")
+        if len(self.frame_pairs):
+            self._pair_features()
+
+    def _pair_features(self) -> None:
+        """The features of settings.pairs of this video (every frame has streamed past)."""
+        outside = [int(i) for i in np.unique(self.frame_pairs) if not 0 <= i < self.frames]
+        if outside:
+            named = [tuple(p) for p in self.frame_pairs.tolist()]
+            raise SpotError(f"{self.path}: frame pair(s) {named} name frame(s) {outside} outside the video's "
+                            f"{self.frames} frames (0-based)")
+        from .features import mean_features
+        device = _device(self.settings.device)
+        first = torch.from_numpy(np.stack([self.pair_crops[int(a)] for a in self.frame_pairs[:, 0]])).to(device)
+        second = torch.from_numpy(np.stack([self.pair_crops[int(b)] for b in self.frame_pairs[:, 1]])).to(device)
+        landmarks = self.landmarks.expand(len(first), -1, -1)
+        feats = self._timed("features", lambda: mean_features(first, second, landmarks, remap=self.settings.remap))
+        self.pair_features = feats.float().cpu().numpy()
+        self.pair_crops.clear()
 
     def result(self) -> VideoResult:
         """MEAN's spotting on the collected scores (all pairs scored)."""
@@ -329,7 +359,8 @@ class _Video:
         t0 = time.perf_counter()
         feats = np.concatenate(self.features) if self.features else None
         info = {"frames": self.frames, "pairs": self.frames - int(settings.k), "crop": self.crop_mode,
-                "landmarks": self.landmarks_source, "landmark_points": self.landmarks.tolist(), "seconds": self.seconds}
+                "landmarks": self.landmarks_source, "landmark_points": self.landmarks.tolist(), "seconds": self.seconds,
+                "frame_pairs": self.frame_pairs, "pair_features": self.pair_features}
         if "spot" not in self.scores:  # a features-only run
             none = np.zeros((0, 3), np.int64)
             return VideoResult(None, None, None, none, np.zeros(0), None, None, info, feats)

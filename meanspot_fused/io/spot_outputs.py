@@ -118,13 +118,19 @@ def write_features_npz(path: str, features: np.ndarray, settings: SpotSettings, 
     Keys: ``u``, ``v``, ``os`` (P, 1, 42, 42) float32, sample i being the
     pair (i, i + k) (:func:`meanspot_fused.io.feature_files.open_features`
     reads them); ``k``, ``frames`` (int), ``remap`` (str), ``landmarks``
-    (68, 2) int64 of the first crop. Written inside the video's temporary
-    folder, so it is complete when the folder appears.
+    (68, 2) int64 of the first crop; with ``settings.pairs`` for this video,
+    ``pairs`` (M, 2) int64 frame pairs (first, second) and ``pair_u``,
+    ``pair_v``, ``pair_os`` (M, 1, 42, 42) their features. Written inside the
+    video's temporary folder, so it is complete when the folder appears.
     """
+    extra = {}
+    if info.get("pair_features") is not None:
+        pf = info["pair_features"]
+        extra = dict(pairs=info["frame_pairs"], pair_u=pf[:, 0:1], pair_v=pf[:, 1:2], pair_os=pf[:, 2:3])
     with open(path, "wb") as f:
         np.savez(f, u=features[:, 0:1], v=features[:, 1:2], os=features[:, 2:3], k=np.int64(settings.k),
                  frames=np.int64(info["frames"]), remap=np.array(settings.remap),
-                 landmarks=np.asarray(info["landmark_points"], dtype=np.int64))
+                 landmarks=np.asarray(info["landmark_points"], dtype=np.int64), **extra)
 
 
 def _new_folder(parent: str, prefix: str) -> str:

@@ -116,3 +116,24 @@ def test_features_on_ray_equal_the_local_engine(corpus, serial_features, tmp_pat
     for i in range(3):
         for key, value in read(out / f"v{i}" / "features.npz").items():
             assert np.array_equal(value, read(serial_features / f"v{i}" / "features.npz")[key]), (i, key)
+
+
+def test_frame_pairs_are_saved_and_a_pair_outside_the_video_fails_it(corpus, tmp_path):
+    from meanspot_fused.features import mean_features
+    from meanspot_fused.pipeline import SpotSettings, spot_videos
+    pairs = {"v0": [(2, 9), (0, 23)], "v1": [(5, 40)]}  # v0 has 24 frames, v1 30: (5, 40) is outside
+    settings = SpotSettings(k=3, k_p=None, landmarks=str(corpus / "lm.npy"), save_features=True, pairs=pairs,
+                            chunk=8)  # pairs spanning chunks
+    rows = spot_videos([corpus / "videos" / "v0.npy", corpus / "videos" / "v1.npy"], None, tmp_path, settings,
+                       log=lambda msg: None)
+    assert [r["status"] for r in rows] == ["done", "failed"]
+    assert "[40] outside the video's 30 frames" in rows[1]["error"]
+    got = read(tmp_path / "v0" / "features.npz")
+    crops = crop_faces(np.load(corpus / "videos" / "v0.npy"), None, jpeg_roundtrip=True)
+    lm = torch.from_numpy(np.load(corpus / "lm.npy")).expand(2, -1, -1)
+    want = mean_features(torch.from_numpy(crops[[2, 0]]), torch.from_numpy(crops[[9, 23]]), lm).numpy()
+    assert np.array_equal(got["pairs"], [[2, 9], [0, 23]])
+    assert np.array_equal(np.concatenate([got["pair_u"], got["pair_v"], got["pair_os"]], axis=1), want)
+    # the (i, i + 3) maps are untouched by the extra pairs
+    assert np.array_equal(got["u"], read(tmp_path / "v0" / "features.npz")["u"])
+    assert not (tmp_path / "v1").exists()
