@@ -25,12 +25,12 @@ import json
 import os
 import platform
 import shutil
-import tempfile
 import time
 from typing import TYPE_CHECKING, Any, Dict, Optional
 
 import numpy as np
 
+from .atomic import write_folder_atomically
 from .intervals import write_intervals_csv
 
 if TYPE_CHECKING:  # the engine's types; imported for annotations only, the engine imports this module
@@ -133,29 +133,6 @@ def write_features_npz(path: str, features: np.ndarray, settings: SpotSettings, 
                  landmarks=np.asarray(info["landmark_points"], dtype=np.int64), **extra)
 
 
-def _new_folder(parent: str, prefix: str) -> str:
-    """A new empty hidden folder in ``parent``, with the permissions os.mkdir would give (mkdtemp: 0700)."""
-    path = tempfile.mkdtemp(prefix=prefix, dir=parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o777 & ~umask)
-    return path
-
-
-def _install_folder(tmp: str, final: str) -> None:
-    """Move the finished folder ``tmp`` to ``final``, replacing an old one (``overwrite``)."""
-    if not os.path.exists(final):
-        os.rename(tmp, final)
-        return
-    # A folder cannot be renamed over a non-empty one: move the old one aside
-    # first, so that `final` is at every moment either the old or the new one.
-    old = tempfile.mkdtemp(prefix=f".{os.path.basename(final)}.old-", dir=os.path.dirname(final))
-    os.rmdir(old)
-    os.rename(final, old)
-    os.rename(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def write_video_folder(out_dir: str, name: str, result: VideoResult, settings: SpotSettings, summary: dict,
                        started: float) -> str:
     """Write one video's files to ``out_dir/<name>/``, replacing an old folder; return its path.
@@ -166,15 +143,8 @@ def write_video_folder(out_dir: str, name: str, result: VideoResult, settings: S
     place when complete and removed on any failure, so ``out_dir/<name>``
     is at every moment absent, the old folder or the new one.
     """
-    final = os.path.join(out_dir, name)
-    tmp = _new_folder(out_dir, f".{name}.partial-")
-    try:
-        _write_files(tmp, name, result, settings, summary, started)
-        _install_folder(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final
+    return write_folder_atomically(out_dir, name, lambda tmp: _write_files(tmp, name, result, settings, summary,
+                                                                            started))
 
 
 def remove_leftovers(out_dir: str, names) -> None:
