@@ -21,7 +21,7 @@ import numpy as np
 
 from .intervals import _check_intervals
 
-__all__ = ["iou", "megc_counts", "evaluate", "Evaluation", "VideoCounts"]
+__all__ = ["iou", "megc_counts", "mean_pred_match", "MATCHING_RULES", "evaluate", "Evaluation", "VideoCounts"]
 
 
 def iou(a, b) -> float:
@@ -57,6 +57,53 @@ def _match(pred: np.ndarray, gt: np.ndarray, iou_threshold: float) -> List[Tuple
     return pairs
 
 
+def mean_pred_match(pred, gt, iou_threshold: float = 0.5) -> np.ndarray:
+    """MEAN's matching: for each prediction, the ground-truth row it matches, or -1.
+
+    TRAINING.md section 8 (MEAN's mean_average_precision utils, greedy
+    policy, confidence sort removed): predictions are taken in their row
+    order; each is checked only against its highest-IoU ground truth (ties:
+    ``np.argsort(iou)[::-1]``'s first, as MEAN), and is a TP iff that IoU is
+    at least the threshold and that ground truth is still unmatched.
+    Unlike the MEGC rule of :func:`megc_counts`, a prediction whose best
+    ground truth is taken is a FP even when it overlaps another one enough.
+    Returns int64 (len(pred),).
+    """
+    thr = _check_iou_threshold(iou_threshold)
+    p = _check_intervals(pred, "pred")
+    g = _check_intervals(gt, "gt")
+    return np.array([m for _, m in _match_mean(p, g, thr)], dtype=np.int64)
+
+
+def _match_mean(pred: np.ndarray, gt: np.ndarray, iou_threshold: float) -> List[Tuple[int, int]]:
+    """(pred row, gt row or -1) for every prediction, in row order (see :func:`mean_pred_match`)."""
+    matched = set()
+    out = []
+    for q in range(len(pred)):
+        best = -1
+        if len(gt):
+            ious = np.array([iou(pred[q, :2], gt[g, :2]) for g in range(len(gt))], dtype=np.float64)
+            order = np.argsort(ious)[::-1]
+            g = int(order[0])
+            if ious[g] >= iou_threshold and g not in matched:
+                matched.add(g)
+                best = g
+        out.append((q, best))
+    return out
+
+
+MATCHING_RULES = ("megc", "mean")
+
+
+def _pairs(pred: np.ndarray, gt: np.ndarray, iou_threshold: float, matching: str) -> List[Tuple[int, int]]:
+    """Matched (pred row, gt row) pairs under ``matching`` ('megc': :func:`_match`, 'mean': MEAN's rule)."""
+    if matching == "megc":
+        return _match(pred, gt, iou_threshold)
+    if matching == "mean":
+        return [(q, g) for q, g in _match_mean(pred, gt, iou_threshold) if g >= 0]
+    raise ValueError(f"matching must be one of {', '.join(MATCHING_RULES)}, got {matching!r}")
+
+
 def _check_iou_threshold(iou_threshold) -> float:
     value = float(iou_threshold)
     if not 0.0 < value <= 1.0:
@@ -64,18 +111,19 @@ def _check_iou_threshold(iou_threshold) -> float:
     return value
 
 
-def megc_counts(pred, gt, iou_threshold: float = 0.5) -> Tuple[int, int, int]:
+def megc_counts(pred, gt, iou_threshold: float = 0.5, matching: str = "megc") -> Tuple[int, int, int]:
     """(TP, FP, FN) of one video under the MEGC protocol.
 
     ``pred``, ``gt``: (M, 2) or (M, 3) rows ``(onset, offset[, apex])``,
     inclusive; the apex column is ignored. TP = ground truths matched (see
     :func:`_match`: IoU >= ``iou_threshold``, each side at most once),
-    FP = predictions - TP, FN = ground truths - TP.
+    FP = predictions - TP, FN = ground truths - TP. ``matching="mean"``
+    counts with MEAN's rule instead (:func:`mean_pred_match`).
     """
     thr = _check_iou_threshold(iou_threshold)
     p = _check_intervals(pred, "pred")
     g = _check_intervals(gt, "gt")
-    tp = len(_match(p, g, thr))
+    tp = len(_pairs(p, g, thr, matching))
     return tp, len(p) - tp, len(g) - tp
 
 
@@ -162,7 +210,7 @@ def _recognition_scores(pairs: List[Tuple[Any, Any]]):
 
 def evaluate(pred_by_video: Mapping[str, Any], gt_by_video: Mapping[str, Any], iou_threshold: float = 0.5,
              pred_labels: Optional[Mapping[str, Sequence]] = None,
-             gt_labels: Optional[Mapping[str, Sequence]] = None) -> Evaluation:
+             gt_labels: Optional[Mapping[str, Sequence]] = None, matching: str = "megc") -> Evaluation:
     """MEGC spotting scores over a set of videos, and STRS when labels are given.
 
     ``pred_by_video``, ``gt_by_video``: video name -> intervals (M, 2) or
@@ -175,6 +223,8 @@ def evaluate(pred_by_video: Mapping[str, Any], gt_by_video: Mapping[str, Any], i
     ``pred_labels``, ``gt_labels`` (both or neither): video name -> one label
     per interval, in the intervals' row order (ints or strings, compared as
     strings). See :class:`Evaluation` for the recognition scores and STRS.
+    ``matching``: "megc" (default, see :func:`_match`) or "mean" (MEAN's
+    rule, :func:`mean_pred_match`).
     """
     thr = _check_iou_threshold(iou_threshold)
     if (pred_labels is None) != (gt_labels is None):
@@ -184,7 +234,7 @@ def evaluate(pred_by_video: Mapping[str, Any], gt_by_video: Mapping[str, Any], i
     for video in videos:
         p = _check_intervals(pred_by_video.get(video, ()), f"pred_by_video[{video!r}]")
         g = _check_intervals(gt_by_video.get(video, ()), f"gt_by_video[{video!r}]")
-        pairs = _match(p, g, thr)
+        pairs = _pairs(p, g, thr, matching)
         per_video.append(VideoCounts(str(video), len(pairs), len(p) - len(pairs), len(g) - len(pairs)))
         if pred_labels is not None:
             pl = list(pred_labels.get(video, ()))
