@@ -27,14 +27,6 @@ from meanspot_fused.training.loop import Samples, TrainConfig, Trainer  # noqa: 
 FUSED_TOL = 1e-5
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _trained(cbam: str, heads) -> MeanSpot:
     """A briefly trained model (non-trivial BN statistics and weights) with the given heads."""
     rng = np.random.default_rng(0)
