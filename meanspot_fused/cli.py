@@ -126,6 +126,11 @@ def _features(sub) -> None:
                         "or a list file (.txt, .list, .lst: one input per line); not with --frames")
     p.add_argument("--frames", metavar="FRAMES.npy", help="(T, H, W) uint8 face crops, instead of INPUTs")
     p.add_argument("--output", metavar="OUT.npz", help=".npz to write (with --frames)")
+    p.add_argument("--annotations", metavar="CSV",
+                   help="training annotations (see `train`): also compute each kept expression's (onset, apex) "
+                        "pair, MEAN's recognition input (needs --dataset: MEAN's rules)")
+    p.add_argument("--subject", metavar="S", help="with --annotations: only this subject's rows (video names that "
+                                                  "repeat across subjects)")
     _add_video_options(p, DATASET_K)
     p.set_defaults(run=_run_features)
 
@@ -231,12 +236,20 @@ def _run_features(args: argparse.Namespace) -> int:
                     "--frames")
     from .io.frames import parse_face_box
     from .pipeline import SpotSettings
+    if args.subject is not None and args.annotations is None:
+        return fail("--subject goes with --annotations")
+    if args.annotations is not None and args.dataset is None:
+        return fail("--annotations needs --dataset (MEAN's rules of that dataset choose the expressions)")
     try:
+        pairs = None
+        if args.annotations is not None:
+            from .training.run import recognition_pairs
+            pairs = recognition_pairs(args.annotations, args.dataset, args.subject)
         settings = SpotSettings(
             k=k, k_p=None, face_box=parse_face_box(args.face_box) if args.face_box else None,
             cascade=args.cascade, landmarks=args.landmarks, landmark_model=args.landmark_model,
             jpeg_roundtrip=args.jpeg, device=args.device, batch_size=args.batch_size, chunk=args.chunk,
-            remap=args.remap, save_features=True)
+            remap=args.remap, save_features=True, pairs=pairs)
     except InputError as e:
         return fail(str(e))
     return _run_videos(args, "features", settings, None)
@@ -409,8 +422,86 @@ def _run_spot(args: argparse.Namespace) -> int:
     return _run_videos(args, "spot", settings, args.model)
 
 
+def _train(sub) -> None:
+    from .spotting import DATASET_K  # NumPy only: --help does not load torch
+    from .training.run import FIXES
+
+    fixes = "; ".join(f"{name} ({text})" for name, text in FIXES.items())
+    p = _add_parser(
+        sub, "train", help="train MEAN-Spot (with CBAM) by MEAN's leave-one-subject-out protocol and evaluate it",
+        description="Train one model per held-out subject (LOSO) with MEAN's protocol (shared/design/TRAINING.md): "
+                    "MEAN's annotation rules, pseudo-labels from k_p, negatives downsampled 1:5, 10 spot epochs "
+                    "and 100 recognition epochs on the frozen trunk, Keras's init, losses and Adam. Each fold's "
+                    "fused model spots its subject's videos; TP/FP/FN are pooled over the folds as MEAN reports "
+                    "them (and the recognition analysis, STRS). ANNOTATIONS: CSV with columns subject, video, "
+                    "onset, apex, offset, type, emotion (frame numbers 1-based as the datasets write them). "
+                    "FEATURES_DIR: the output of `meanspot-fused features VIDEOS --out FEATURES_DIR --annotations "
+                    "ANNOTATIONS --dataset D` (or of spot --save-features), one <video>/features.npz (or "
+                    "<subject>/<video>/features.npz) per annotated video. Writes OUT/folds/<NN>_<subject>/ (the "
+                    "fold's model as model.pt and Keras model.hdf5, trainer state, scores, plots) and "
+                    "OUT/summary.json and summary.md; --resume continues an interrupted run.")
+    p.add_argument("annotations", metavar="ANNOTATIONS", help="annotation CSV (see above)")
+    p.add_argument("features_dir", metavar="FEATURES_DIR", help="folder of the videos' feature files")
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder")
+    p.add_argument("--dataset", required=True, choices=tuple(DATASET_K),
+                   help="MEAN's dataset rules: k, emotions and classes, peaks (CASME_sq, SAMMLV: every peak)")
+    p.add_argument("--k", type=int, metavar="K", help="pair distance of the feature files (default: the dataset's)")
+    p.add_argument("--cbam", default="none", choices=("none", "all", "branches", "merged"),
+                   help="CBAM placement (default none: MEAN's network)")
+    p.add_argument("--folds", metavar="SUBJECTS", help="comma-separated held-out subjects to run (default: all)")
+    p.add_argument("--seed", type=int, default=0, help="init, shuffles and dropout (default 0)")
+    p.add_argument("--spot-epochs", type=int, default=10, metavar="N", help="default 10 (MEAN)")
+    p.add_argument("--recog-epochs", type=int, default=100, metavar="N", help="default 100 (MEAN)")
+    p.add_argument("--batch-size", type=int, default=32, metavar="N", help="default 32 (MEAN)")
+    p.add_argument("--ratio", type=int, default=5, metavar="R", help="negatives per positive (default 5, MEAN)")
+    p.add_argument("--p", type=float, default=0.55, help="threshold fraction (default 0.55, MEAN)")
+    p.add_argument("--downsampling", choices=("mean", "numpy"), default="mean",
+                   help="mean (default): MEAN's draws (Python's random, seed 1, carried across folds); numpy: "
+                        "seeded per fold by --seed")
+    p.add_argument("--no-recognition", dest="recognition", action="store_false",
+                   help="train the spot head only (no (onset, apex) pairs needed)")
+    p.add_argument("--fix", action="append", default=[], metavar="BUG",
+                   help=f"fix one of MEAN's bugs (repeatable; 'all' fixes every one); by default each is "
+                        f"reproduced: {fixes}")
+    p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR at its first unfinished fold")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    p.add_argument("--threads", type=int, metavar="T", help="torch threads (default: torch's)")
+    p.add_argument("--quiet", action="store_true", help="no progress messages")
+    p.set_defaults(run=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    def fail(msg: str) -> int:
+        return _error("train", msg)
+    from .training.run import FIXES, TrainSettings, train_run
+    fixes = list(FIXES) if "all" in args.fix else list(dict.fromkeys(args.fix))
+    if args.threads is not None:
+        if args.threads < 1:
+            return fail(f"--threads must be >= 1, got {args.threads}")
+        import torch
+        torch.set_num_threads(args.threads)
+    settings = TrainSettings(
+        dataset=args.dataset, k=args.k, cbam=args.cbam,
+        folds=[f.strip() for f in args.folds.split(",") if f.strip()] if args.folds else None, seed=args.seed,
+        spot_epochs=args.spot_epochs, recog_epochs=args.recog_epochs, batch_size=args.batch_size, ratio=args.ratio,
+        p=args.p, recognition=args.recognition, downsampling=args.downsampling, fixes=sorted(fixes))
+    log = (lambda msg: None) if args.quiet else (lambda msg: print(f"{PROG} train: {msg}", file=sys.stderr))
+    try:
+        summary = train_run(args.annotations, args.features_dir, args.out, settings, resume=args.resume,
+                            device=args.device, log=log)
+    except InputError as e:  # FileError too: an annotation, feature file or option the run cannot use
+        return fail(str(e))
+    except OSError as e:
+        return fail(f"cannot write under --out {args.out!r}: {e}")
+    if not args.quiet:
+        s = summary["results"]["spotting"]
+        print(f"{PROG} train: {len(summary['folds_done'])} fold(s); spotting TP {s['tp']} FP {s['fp']} FN {s['fn']}, "
+              f"F1 {s['f1']:.4f}; STRS {summary['results']['strs']}; {args.out}/summary.md", file=sys.stderr)
+    return 0
+
+
 #: The subcommands, in the order ``--help`` lists them.
-COMMANDS = (_spot, _features, _predict, _evaluate)
+COMMANDS = (_spot, _features, _predict, _evaluate, _train)
 
 
 def build_parser() -> argparse.ArgumentParser:

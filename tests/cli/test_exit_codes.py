@@ -13,7 +13,11 @@ from meanspot_fused.errors import (ComputeError, DeviceError, FileError, InputEr
 from meanspot_fused.io.errors import KerasFormatError, PredictError
 
 README = Path(__file__).resolve().parents[2] / "README.md"
-SUBCOMMANDS = ("spot", "features", "predict", "evaluate")
+SUBCOMMANDS = tuple(c.__name__.lstrip("_") for c in cli.COMMANDS)
+
+
+def test_every_subcommand_is_covered():
+    assert SUBCOMMANDS == ("spot", "features", "predict", "evaluate", "train")
 
 
 def test_table_is_the_documented_one():
