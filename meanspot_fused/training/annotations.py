@@ -284,9 +284,9 @@ def read_casme_sq_xlsx(path) -> List[AnnotationRow]:
     try:
         book = pd.ExcelFile(path)
         columns = ['subject', 'video', 'onset', 'apex', 'offset', 'au', 'emotion', 'type', 'selfReport']
-        codes = book.parse(book.sheet_names[0], header=None, names=columns)
-        subject_names = book.parse(book.sheet_names[1], header=None)
-        video_names = book.parse(book.sheet_names[2], header=None, converters={0: str})
+        codes = pd.read_excel(book, sheet_name=book.sheet_names[0], header=None, names=columns)
+        subject_names = pd.read_excel(book, sheet_name=book.sheet_names[1], header=None)
+        video_names = pd.read_excel(book, sheet_name=book.sheet_names[2], header=None, converters={0: str})
     except (OSError, ValueError, IndexError) as exc:
         raise FileError(f"{path}: cannot read CAS(ME)^2's code_final.xlsx (three sheets expected): {exc}") from None
     subject_of = dict(zip(subject_names.iloc[:, 2], subject_names.iloc[:, 1]))
@@ -344,7 +344,8 @@ def read_samm_lv_xlsx(long_videos_path, micro_codes_path) -> List[AnnotationRow]
         path = os.fspath(path)
         try:
             book = pd.ExcelFile(path)
-            frames.append(book.parse(book.sheet_names[0], header=None, names=cols, skiprows=skip))
+            frames.append(pd.read_excel(book, sheet_name=book.sheet_names[0], header=None, names=cols,
+                                        skiprows=skip))
         except (OSError, ValueError, IndexError) as exc:
             raise FileError(f"{path}: cannot read the SAMM spreadsheet: {exc}") from None
     return samm_lv_rows_from_frames(frames[0], frames[1], os.fspath(long_videos_path))

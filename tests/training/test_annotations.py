@@ -276,3 +276,20 @@ def test_casme_sq_xlsx(tmp_path):
     rows = read_casme_sq_xlsx(path)
     assert [(r.subject, r.video, r.onset, r.apex, r.offset, r.emotion) for r in rows] == \
         [("s15", "0101", 11, 13, 20, "negative")]
+
+
+def test_samm_lv_xlsx(tmp_path):
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("openpyxl")
+    long_path, micro_path = tmp_path / "SAMM_LongVideos_V2_Release.xlsx", tmp_path / "SAMM_Micro_FACS_Codes.xlsx"
+    # The long-video sheet's first 10 rows are a title block; the micro sheet has one header row.
+    title = [["SAMM Long Videos"] + [""] * 9] * 10
+    pd.DataFrame(title + [[6, "006_1_2", 1, 100, 110, 120, 21, "Micro - 1/2", "AU4", ""]]).to_excel(
+        long_path, header=False, index=False)
+    pd.DataFrame([["Subject", "Filename", "Inducement Code", "Onset", "Apex", "Offset", "Duration", "Type",
+                   "Action Units", "Emotion", "Classes", "Notes"],
+                  [6, "006_1_2", 1, 5, 6, 7, 3, "Micro - 1/2", "AU4", "Contempt", 1, ""]]).to_excel(
+        micro_path, header=False, index=False)
+    rows = read_samm_lv_xlsx(long_path, micro_path)
+    assert [(r.subject, r.video, r.onset, r.apex, r.offset, r.type, r.emotion) for r in rows] == \
+        [("006", "006_1", 100, 110, 120, "micro-expression", "Contempt")]
