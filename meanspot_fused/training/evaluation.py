@@ -127,23 +127,25 @@ class MeanEvaluation:
 
     ``multiple``: every peak (default for CAS(ME)^2, SAMM-LV) or one argmax
     peak per video (the other datasets). Bug options, default MEAN:
-    ``no_peak_dummy`` (9d, see :func:`spot_video`), ``skip_unlabelled_tps``
+    ``no_peak_dummy`` (9d, see :func:`spot_video`), ``align_analysis_lists``
     (9c: MEAN appends the predicted label of a TP whose GT emotion has no
     class, e.g. 'others', then fails on the GT label, so every later pair
-    is shifted by one; True skips that TP in both lists), ``uar_nan_to_zero``
+    is shifted by one; the same happens to every interval of a video whose
+    first expression starts past its last sample; True drops such an
+    interval from both lists), ``uar_nan_to_zero``
     (9i, see :func:`analysis_metrics`). Matching is MEAN's
     (:func:`~meanspot_fused.spotting.evaluation.mean_pred_match`).
     """
 
     def __init__(self, gt: GroundTruth, *, p: float = 0.55, multiple: Optional[bool] = None,
-                 iou_threshold: float = 0.5, no_peak_dummy: bool = True, skip_unlabelled_tps: bool = False,
+                 iou_threshold: float = 0.5, no_peak_dummy: bool = True, align_analysis_lists: bool = False,
                  uar_nan_to_zero: bool = False):
         self.gt = gt
         self.p = p
         self.multiple = gt.dataset in MULTIPLE_PEAKS if multiple is None else bool(multiple)
         self.iou_threshold = iou_threshold
         self.no_peak_dummy = no_peak_dummy
-        self.skip_unlabelled_tps = skip_unlabelled_tps
+        self.align_analysis_lists = align_analysis_lists
         self.uar_nan_to_zero = uar_nan_to_zero
         self.classes = RECOGNITION_CLASSES[gt.dataset]
         self.folds: Dict[int, FoldResult] = {}
@@ -194,21 +196,23 @@ class MeanEvaluation:
         if probs.ndim != 2 or probs.shape[1] != len(self.classes):
             raise InputError(f"recog_probs[{video.key!r}] must have shape (samples, {len(self.classes)}), "
                              f"got {probs.shape}")
+        # U:146 reads the sample at the video's first GT onset after the prediction is recorded: a
+        # video whose first expression starts past its last sample fails there for every interval.
+        first_onset_fails = video.expressions[0].onset >= probs.shape[0]
         for (onset, offset, apex), g in zip(pred, match):
             peak = max(0, int(apex))
             if peak >= probs.shape[0]:
                 # MEAN indexes the peak's sample first (U:132) and drops the interval on the IndexError.
                 continue
             label = int(recognise(probs, np.array([[onset, offset, peak]]), k_p, ties="first")[0])
-            result.pred_labels.append(label)
-            if g < 0:
-                result.gt_tp_labels.append(-1)
+            emotion = video.expressions[g].emotion if g >= 0 else None
+            if first_onset_fails or (g >= 0 and emotion not in self.classes):
+                # MEAN's handler (U:153-155) has recorded the prediction but not its GT (bug 9c).
+                if not self.align_analysis_lists:
+                    result.pred_labels.append(label)
                 continue
-            emotion = video.expressions[g].emotion
-            if emotion in self.classes:
-                result.gt_tp_labels.append(self.classes.index(emotion))
-            elif self.skip_unlabelled_tps:
-                result.pred_labels.pop()
+            result.pred_labels.append(label)
+            result.gt_tp_labels.append(self.classes.index(emotion) if g >= 0 else -1)
 
     # ----------------------------------------------------------------------------------------
     # Pooled results
@@ -297,7 +301,7 @@ class MeanEvaluation:
         spot = dict(spot, ap_50_95=self.average_precision(), **self.apex_scores())
         out = {"dataset": self.gt.dataset, "p": self.p, "multiple": self.multiple,
                "iou_threshold": self.iou_threshold,
-               "options": {"no_peak_dummy": self.no_peak_dummy, "skip_unlabelled_tps": self.skip_unlabelled_tps,
+               "options": {"no_peak_dummy": self.no_peak_dummy, "align_analysis_lists": self.align_analysis_lists,
                            "uar_nan_to_zero": self.uar_nan_to_zero},
                "spotting": spot, "analysis": dict(analysis, per_class=per_class),
                "strs": spot["f1"] * analysis["f1"], "folds": folds}

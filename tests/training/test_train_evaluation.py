@@ -167,11 +167,27 @@ def test_others_label_shift_bug_9c():
     # MEAN: the 'others' TP's prediction (2) stays in pred_list, so every later pair is shifted.
     assert ev.folds[0].pred_labels == [0, 2, 1] and ev.folds[0].gt_tp_labels == [0, 1]
     assert ev.analysis_pairs() == ([0, 1, 2], [0, 2, 1])
-    fixed = MeanEvaluation(gt, skip_unlabelled_tps=True)
+    fixed = MeanEvaluation(gt, align_analysis_lists=True)
     fixed.add_fold(1, K_P, scores, probs)  # folds in any order: the lists join in fold order
     fixed.add_fold(0, K_P, scores, probs)
     assert fixed.analysis_pairs() == ([0, 1, 2], [0, 1, 2])
     assert fixed.analysis()["f1"] == pytest.approx(1.0)
+
+
+def test_first_onset_past_the_samples_shifts_too():
+    # Fold 0's video: 40 samples, its first (only) expression at frames 45..49 (in the last k frames),
+    # a FP spike at 10 labelled 1. MEAN records the label, then fails reading sample 45 (U:146): the
+    # surprise TP of fold 1 (predicted 2) is paired with label 1.
+    v0 = Video("s1", "a", (Expression(45, 47, 49, "negative"),))
+    v1 = Video("s2", "b", (expr(10, "surprise"),))
+    gt = GroundTruth("CASME_sq", (v0, v1))
+    scores = {v0.key: spikes(40, [10]), v1.key: spikes(50, [10])}
+    probs = {v0.key: one_hot_probs(40, {8: 1, 9: 1}), v1.key: one_hot_probs(50, {8: 2, 9: 2})}
+    for align, expected in ((False, ([2], [1])), (True, ([2], [2]))):
+        ev = MeanEvaluation(gt, align_analysis_lists=align)
+        ev.add_fold(0, K_P, scores, probs)
+        ev.add_fold(1, K_P, scores, probs)
+        assert ev.analysis_pairs() == expected
 
 
 def test_analysis_window_ties_first_seen():
