@@ -130,7 +130,7 @@ class AnnotationRow:
 
 @dataclasses.dataclass(frozen=True)
 class Expression:
-    """One kept expression: 0-based inclusive frames ``onset <= apex <= offset`` of its video.
+    """One kept expression: 0-based frames of its video, ``[onset, offset]`` inclusive, ``apex`` as annotated.
 
     ``emotion`` is the emotion MEAN pairs with it (None when MEAN has none,
     see bug 9g in :func:`apply_mean_rules`). ``row`` is the row it came from.
@@ -144,7 +144,7 @@ class Expression:
 
 @dataclasses.dataclass(frozen=True)
 class Video:
-    """A video with at least one kept expression, in onset-file order as MEAN keeps them."""
+    """A video with at least one kept expression; its expressions in annotation row order, as MEAN keeps them."""
     subject: str
     name: str
     expressions: Tuple[Expression, ...]
