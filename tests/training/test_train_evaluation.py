@@ -314,3 +314,42 @@ def test_apex_scores():
     fixed = MeanEvaluation(GroundTruth("CASME_sq", (va, vb)), no_peak_dummy=False)
     fixed.add_fold(0, K_P, {va.key: spikes(40, [10]), vb.key: np.zeros(40)})
     assert fixed.apex_scores() == {"asr": 1.0, "mae": 0.0}
+
+
+def test_protocol_end_to_end_with_a_perfect_network(tmp_path):
+    # CSV (1-based frames) -> MEAN's rules -> plan_folds -> scores = the test samples' own pseudo-labels
+    # -> MeanEvaluation. Every ME lasts 5 frames, so k_p = int((4 + 1) / 2) = 2 and the labels of an ME
+    # [on, on + 4] are 1 on [on - 1, on + 4]: the smoothed plateau is centred on on + 2, the interval
+    # [on, on + 4] is the GT itself. Every ME is found, nothing else.
+    from meanspot_fused.training.annotations import apply_mean_rules, read_training_csv
+    from meanspot_fused.training.folds import plan_folds
+    from meanspot_fused.training.labels import dataset_k, spot_sample_count
+    lines = ["subject,video,onset,apex,offset,type,emotion"]
+    emotions = {"s1": "negative", "s2": "positive", "s10": "surprise"}
+    for subject, emotion in emotions.items():
+        for video, onsets in (("0101", [11, 51]), ("0102", [31])):
+            lines += [f"{subject},{video},{on},{on + 2},{on + 4},micro-expression,{emotion}" for on in onsets]
+    lines.append("s10,0103,5,6,9,macro-expression,negative")  # a video without an ME: removed
+    path = tmp_path / "ann.csv"
+    path.write_text("\n".join(lines) + "\n")
+    gt = apply_mean_rules("CASME_sq", read_training_csv(path), {v: 100 for v in
+                                                                ("s1/0101", "s1/0102", "s2/0101", "s2/0102",
+                                                                 "s10/0101", "s10/0102")})
+    assert gt.subjects == ["s1", "s2", "s10"] and len(gt.videos) == 6
+    counts = {v.key: spot_sample_count(100, dataset_k("CASME_sq")) for v in gt.videos}
+    plans = plan_folds(gt, counts)
+    ev = MeanEvaluation(gt)
+    for plan in plans:
+        assert plan.k_p == 2
+        keys = [k for k in plan.samples.video_keys if k.startswith(plan.subject + "/")]
+        slices = {k: plan.samples.video_slice(plan.samples.video_keys.index(k)) for k in keys}
+        # The test samples are exactly the subject's videos, in order.
+        assert plan.test_index.tolist() == [i for k in keys for i in range(slices[k].start, slices[k].stop)]
+        scores = {k: plan.samples.labels[sl] for k, sl in slices.items()}
+        label = CLASSES.index(emotions[plan.subject])
+        probs = {k: one_hot_probs(sl.stop - sl.start, {i: label for i in range(sl.stop - sl.start)})
+                 for k, sl in slices.items()} if plan.recognition_fold.trains else None
+        ev.add_fold(plan.fold, plan.k_p, scores, probs)
+    c = ev.counts()
+    assert (c["tp"], c["fp"], c["fn"], c["f1"]) == (9, 0, 0, 1.0)
+    assert ev.analysis()["f1"] == 1.0 and ev.to_dict()["strs"] == 1.0
