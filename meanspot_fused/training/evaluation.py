@@ -324,7 +324,8 @@ class MeanEvaluation:
                   f"{d['analysis']['n']} |\n\n")
         out.write(f"AP@[.5:.95] {_fmt(s['ap_50_95'])}, ASR {_fmt(s['asr'])}, MAE {_fmt(s['mae'])}\n\n")
         a = d["analysis"]
-        out.write("| analysis TPs | precision | recall | F1 | UF1 | UAR | STRS |\n|---:|---:|---:|---:|---:|---:|---:|\n")
+        out.write("| analysis TPs | precision | recall | F1 | UF1 | UAR | STRS |\n"
+                  "|---:|---:|---:|---:|---:|---:|---:|\n")
         out.write(f"| {a['n']} | {_fmt(a['precision'])} | {_fmt(a['recall'])} | {_fmt(a['f1'])} | "
                   f"{_fmt(a['uf1'])} | {_fmt(a['uar'])} | {_fmt(d['strs'])} |\n")
         return out.getvalue()
