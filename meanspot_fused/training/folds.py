@@ -241,7 +241,8 @@ def plan_folds(gt: GroundTruth, sample_counts: Mapping[str, int], *, k_p_exclude
     if downsampling not in DOWNSAMPLING_MODES:
         raise InputError(f"downsampling must be one of {', '.join(DOWNSAMPLING_MODES)}, got {downsampling!r}")
     ratio = _check_ratio(ratio)
-    by_k_p: Dict[int, SpotSamples] = {}
+    # The samples and folds of each distinct k_p (one for MEAN's protocol, a few with the 9f fix).
+    by_k_p: Dict[int, tuple] = {}
     recognition = recognition_samples(gt)
     recog_folds = recognition_folds([r.group for r in recognition], gt.subjects, by_subject=recognition_by_subject)
     plans = []
@@ -249,9 +250,10 @@ def plan_folds(gt: GroundTruth, sample_counts: Mapping[str, int], *, k_p_exclude
     for f, subject in enumerate(gt.subjects):
         k_p = k_p_for_fold(gt, subject, exclude_test_subject=k_p_excludes_test_subject)
         if k_p not in by_k_p:
-            by_k_p[k_p] = spot_samples(gt, sample_counts, k_p)
-        samples = by_k_p[k_p]
-        fold = spot_folds(samples)[f]
+            samples = spot_samples(gt, sample_counts, k_p)
+            by_k_p[k_p] = samples, spot_folds(samples)
+        samples, folds = by_k_p[k_p]
+        fold = folds[f]
         train = _downsample_fold(samples.labels, fold, downsampling, rng, ratio, seed, guard_counts_negatives)
         plans.append(FoldPlan(f, subject, k_p, samples, train, fold.test_index, recognition, recog_folds[f]))
     return plans
