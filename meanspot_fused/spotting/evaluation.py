@@ -57,25 +57,30 @@ def _match(pred: np.ndarray, gt: np.ndarray, iou_threshold: float) -> List[Tuple
     return pairs
 
 
-def mean_pred_match(pred, gt, iou_threshold: float = 0.5) -> np.ndarray:
+def mean_pred_match(pred, gt, iou_threshold: float = 0.5, policy: str = "greedy") -> np.ndarray:
     """MEAN's matching: for each prediction, the ground-truth row it matches, or -1.
 
-    TRAINING.md section 8 (MEAN's mean_average_precision utils, greedy
-    policy, confidence sort removed): predictions are taken in their row
-    order; each is checked only against its highest-IoU ground truth (ties:
-    ``np.argsort(iou)[::-1]``'s first, as MEAN), and is a TP iff that IoU is
-    at least the threshold and that ground truth is still unmatched.
-    Unlike the MEGC rule of :func:`megc_counts`, a prediction whose best
-    ground truth is taken is a FP even when it overlaps another one enough.
-    Returns int64 (len(pred),).
+    TRAINING.md section 8 (MEAN's mean_average_precision utils, confidence
+    sort removed): predictions are taken in their row order and look at the
+    ground truths from the highest IoU down (ties in the order of
+    ``np.argsort(iou)[::-1]``, as MEAN). ``policy="greedy"`` (what MEAN's
+    TP/FP/FN use): only the highest-IoU ground truth is checked; TP iff its
+    IoU is at least the threshold and it is still unmatched, else FP. Unlike
+    the MEGC rule of :func:`megc_counts`, a prediction whose best ground
+    truth is taken is a FP even when it overlaps another one enough.
+    ``policy="soft"`` (MEAN's AP@[.5:.95]): the first still unmatched ground
+    truth at or above the threshold in that order. Returns int64 (len(pred),).
     """
     thr = _check_iou_threshold(iou_threshold)
+    if policy not in ("greedy", "soft"):
+        raise ValueError(f"policy must be 'greedy' or 'soft', got {policy!r}")
     p = _check_intervals(pred, "pred")
     g = _check_intervals(gt, "gt")
-    return np.array([m for _, m in _match_mean(p, g, thr)], dtype=np.int64)
+    return np.array([m for _, m in _match_mean(p, g, thr, policy == "soft")], dtype=np.int64)
 
 
-def _match_mean(pred: np.ndarray, gt: np.ndarray, iou_threshold: float) -> List[Tuple[int, int]]:
+def _match_mean(pred: np.ndarray, gt: np.ndarray, iou_threshold: float, soft: bool = False
+                ) -> List[Tuple[int, int]]:
     """(pred row, gt row or -1) for every prediction, in row order (see :func:`mean_pred_match`)."""
     matched = set()
     out = []
@@ -83,11 +88,13 @@ def _match_mean(pred: np.ndarray, gt: np.ndarray, iou_threshold: float) -> List[
         best = -1
         if len(gt):
             ious = np.array([iou(pred[q, :2], gt[g, :2]) for g in range(len(gt))], dtype=np.float64)
-            order = np.argsort(ious)[::-1]
-            g = int(order[0])
-            if ious[g] >= iou_threshold and g not in matched:
-                matched.add(g)
-                best = g
+            for g in np.argsort(ious)[::-1][:len(gt) if soft else 1]:
+                if ious[g] < iou_threshold:
+                    break
+                if int(g) not in matched:
+                    best = int(g)
+                    matched.add(best)
+                    break
         out.append((q, best))
     return out
 

@@ -45,7 +45,8 @@ from ..spotting.intervals import DATASET_K
 
 __all__ = ["DATASETS", "CSV_COLUMNS", "AnnotationRow", "Expression", "Video", "GroundTruth", "natural_key",
            "read_training_csv", "rows_from_records", "apply_mean_rules", "mean_emotion",
-           "read_casme_sq_xlsx", "read_samm_lv_xlsx", "samm_lv_rows_from_frames"]
+           "read_casme_sq_xlsx", "read_samm_lv_xlsx", "samm_lv_rows_from_frames", "smic_rows_from_frame",
+           "read_smic_xlsx"]
 
 #: The datasets MEAN knows (its ``dataset_name``), with the same spelling.
 DATASETS = tuple(DATASET_K)
@@ -130,7 +131,7 @@ class AnnotationRow:
 
 @dataclasses.dataclass(frozen=True)
 class Expression:
-    """One kept expression: 0-based inclusive frames ``onset <= apex <= offset`` of its video.
+    """One kept expression: 0-based frames of its video, ``[onset, offset]`` inclusive, ``apex`` as annotated.
 
     ``emotion`` is the emotion MEAN pairs with it (None when MEAN has none,
     see bug 9g in :func:`apply_mean_rules`). ``row`` is the row it came from.
@@ -144,7 +145,7 @@ class Expression:
 
 @dataclasses.dataclass(frozen=True)
 class Video:
-    """A video with at least one kept expression, in onset-file order as MEAN keeps them."""
+    """A video with at least one kept expression; its expressions in annotation row order, as MEAN keeps them."""
     subject: str
     name: str
     expressions: Tuple[Expression, ...]
@@ -284,9 +285,9 @@ def read_casme_sq_xlsx(path) -> List[AnnotationRow]:
     try:
         book = pd.ExcelFile(path)
         columns = ['subject', 'video', 'onset', 'apex', 'offset', 'au', 'emotion', 'type', 'selfReport']
-        codes = book.parse(book.sheet_names[0], header=None, names=columns)
-        subject_names = book.parse(book.sheet_names[1], header=None)
-        video_names = book.parse(book.sheet_names[2], header=None, converters={0: str})
+        codes = pd.read_excel(book, sheet_name=book.sheet_names[0], header=None, names=columns)
+        subject_names = pd.read_excel(book, sheet_name=book.sheet_names[1], header=None)
+        video_names = pd.read_excel(book, sheet_name=book.sheet_names[2], header=None, converters={0: str})
     except (OSError, ValueError, IndexError) as exc:
         raise FileError(f"{path}: cannot read CAS(ME)^2's code_final.xlsx (three sheets expected): {exc}") from None
     subject_of = dict(zip(subject_names.iloc[:, 2], subject_names.iloc[:, 1]))
@@ -344,10 +345,48 @@ def read_samm_lv_xlsx(long_videos_path, micro_codes_path) -> List[AnnotationRow]
         path = os.fspath(path)
         try:
             book = pd.ExcelFile(path)
-            frames.append(book.parse(book.sheet_names[0], header=None, names=cols, skiprows=skip))
+            frames.append(pd.read_excel(book, sheet_name=book.sheet_names[0], header=None, names=cols,
+                                        skiprows=skip))
         except (OSError, ValueError, IndexError) as exc:
             raise FileError(f"{path}: cannot read the SAMM spreadsheet: {exc}") from None
     return samm_lv_rows_from_frames(frames[0], frames[1], os.fspath(long_videos_path))
+
+
+def smic_rows_from_frame(frame, first_frame_fix: bool = False, source: str = "<SMIC>") -> List[AnnotationRow]:
+    """Rows of a SMIC-E long-video annotation sheet as a DataFrame, as MEAN's load_excel reads it (X:64-91).
+
+    Columns Subject, Filename, OnsetF, OffsetF, Emotion, FirstF; only the
+    first 157 rows (MEAN drops the notes below the table that way). Subject
+    ``n`` becomes ``s0n``, the video the 2nd and 3rd ``_`` parts of Filename;
+    there is no apex (0, as MEAN: it computes SMIC's apex from the features).
+    Bug 9h: MEAN stores ``OnsetF - FirstF`` and later subtracts 1 again as
+    if it were 1-based, so every interval starts one frame early and an
+    expression starting on the clip's first frame gets onset 0 and is
+    dropped. ``first_frame_fix=True`` stores ``OnsetF - FirstF + 1`` (and
+    the same for the offset), the 1-based number of the frame in its clip.
+    """
+    shift = 1 if first_frame_fix else 0
+    records = []
+    for rec in frame.iloc[:157].to_dict("records"):
+        parts = str(rec['Filename']).split('_')
+        if len(parts) < 3:
+            raise FileError(f"{source}: Filename {rec['Filename']!r} is not '<subject>_<emotion>_<n>'")
+        records.append({"subject": 's' + str(rec['Subject']).zfill(2), "video": parts[1] + '_' + parts[2],
+                        "onset": rec['OnsetF'] - rec['FirstF'] + shift, "apex": 0,
+                        "offset": rec['OffsetF'] - rec['FirstF'] + shift, "type": 'micro-expression',
+                        "emotion": rec['Emotion']})
+    return rows_from_records(records, source)
+
+
+def read_smic_xlsx(path, first_frame_fix: bool = False) -> List[AnnotationRow]:
+    """Rows of ``SMIC-<HS|VIS|NIR>-E_annotation.xlsx`` (first sheet, with a header): :func:`smic_rows_from_frame`."""
+    path = os.fspath(path)
+    pd = _pandas("reading SMIC-E's annotation spreadsheet")
+    try:
+        frame = pd.read_excel(path, sheet_name=0)
+    except (OSError, ValueError, IndexError) as exc:
+        raise FileError(f"{path}: cannot read the SMIC-E annotation spreadsheet: {exc}") from None
+    return smic_rows_from_frame(frame, first_frame_fix, path)
 
 
 # --------------------------------------------------------------------------------------------

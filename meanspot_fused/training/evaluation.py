@@ -23,11 +23,15 @@ from ..spotting.intervals import find_intervals, recognise
 from .annotations import GroundTruth
 from .labels import RECOGNITION_CLASSES
 
-__all__ = ["MULTIPLE_PEAKS", "spot_video", "analysis_metrics", "FoldResult", "MeanEvaluation"]
+__all__ = ["MULTIPLE_PEAKS", "AP_THRESHOLDS", "spot_video", "analysis_metrics", "FoldResult", "MeanEvaluation",
+           "summary_markdown"]
 
 #: Datasets spotted with every peak above the threshold (find_peaks, distance k_p); the
 #: others take the single highest (P:33-36, U:36-44).
 MULTIPLE_PEAKS = ("CASME_sq", "SAMMLV")
+
+#: The IoU thresholds of MEAN's COCO AP@[.5:.95] (T:200).
+AP_THRESHOLDS = tuple(float(t) for t in np.round(np.arange(0.5, 1.0, 0.05), 2))
 
 
 def spot_video(scores, k_p: int, multiple: bool, p: float = 0.55, *, no_peak_dummy: bool = True) -> np.ndarray:
@@ -123,26 +127,29 @@ class MeanEvaluation:
 
     ``multiple``: every peak (default for CAS(ME)^2, SAMM-LV) or one argmax
     peak per video (the other datasets). Bug options, default MEAN:
-    ``no_peak_dummy`` (9d, see :func:`spot_video`), ``skip_unlabelled_tps``
+    ``no_peak_dummy`` (9d, see :func:`spot_video`), ``align_analysis_lists``
     (9c: MEAN appends the predicted label of a TP whose GT emotion has no
     class, e.g. 'others', then fails on the GT label, so every later pair
-    is shifted by one; True skips that TP in both lists), ``uar_nan_to_zero``
+    is shifted by one; the same happens to every interval of a video whose
+    first expression starts past its last sample; True drops such an
+    interval from both lists), ``uar_nan_to_zero``
     (9i, see :func:`analysis_metrics`). Matching is MEAN's
     (:func:`~meanspot_fused.spotting.evaluation.mean_pred_match`).
     """
 
     def __init__(self, gt: GroundTruth, *, p: float = 0.55, multiple: Optional[bool] = None,
-                 iou_threshold: float = 0.5, no_peak_dummy: bool = True, skip_unlabelled_tps: bool = False,
+                 iou_threshold: float = 0.5, no_peak_dummy: bool = True, align_analysis_lists: bool = False,
                  uar_nan_to_zero: bool = False):
         self.gt = gt
         self.p = p
         self.multiple = gt.dataset in MULTIPLE_PEAKS if multiple is None else bool(multiple)
         self.iou_threshold = iou_threshold
         self.no_peak_dummy = no_peak_dummy
-        self.skip_unlabelled_tps = skip_unlabelled_tps
+        self.align_analysis_lists = align_analysis_lists
         self.uar_nan_to_zero = uar_nan_to_zero
         self.classes = RECOGNITION_CLASSES[gt.dataset]
         self.folds: Dict[int, FoldResult] = {}
+        self._videos = {v.key: v for v in gt.videos}
 
     def add_fold(self, fold: int, k_p: int, scores: Mapping[str, Any],
                  recog_probs: Optional[Mapping[str, Any]] = None) -> FoldResult:
@@ -189,21 +196,23 @@ class MeanEvaluation:
         if probs.ndim != 2 or probs.shape[1] != len(self.classes):
             raise InputError(f"recog_probs[{video.key!r}] must have shape (samples, {len(self.classes)}), "
                              f"got {probs.shape}")
+        # U:146 reads the sample at the video's first GT onset after the prediction is recorded: a
+        # video whose first expression starts past its last sample fails there for every interval.
+        first_onset_fails = video.expressions[0].onset >= probs.shape[0]
         for (onset, offset, apex), g in zip(pred, match):
             peak = max(0, int(apex))
             if peak >= probs.shape[0]:
                 # MEAN indexes the peak's sample first (U:132) and drops the interval on the IndexError.
                 continue
             label = int(recognise(probs, np.array([[onset, offset, peak]]), k_p, ties="first")[0])
-            result.pred_labels.append(label)
-            if g < 0:
-                result.gt_tp_labels.append(-1)
+            emotion = video.expressions[g].emotion if g >= 0 else None
+            if first_onset_fails or (g >= 0 and emotion not in self.classes):
+                # MEAN's handler (U:153-155) has recorded the prediction but not its GT (bug 9c).
+                if not self.align_analysis_lists:
+                    result.pred_labels.append(label)
                 continue
-            emotion = video.expressions[g].emotion
-            if emotion in self.classes:
-                result.gt_tp_labels.append(self.classes.index(emotion))
-            elif self.skip_unlabelled_tps:
-                result.pred_labels.pop()
+            result.pred_labels.append(label)
+            result.gt_tp_labels.append(self.classes.index(emotion) if g >= 0 else -1)
 
     # ----------------------------------------------------------------------------------------
     # Pooled results
@@ -216,6 +225,54 @@ class MeanEvaluation:
         fn = sum(f.fn for f in self.folds.values())
         precision, recall, f1 = _prf(tp, fp, fn)
         return {"tp": tp, "fp": fp, "fn": fn, "precision": precision, "recall": recall, "f1": f1}
+
+    def _spotted(self):
+        """(fold result, video, intervals) of every spotted video, folds in order (MEAN's metric_final order)."""
+        return [(self.folds[f], self._videos[key], pred) for f in sorted(self.folds)
+                for key, pred in self.folds[f].intervals.items()]
+
+    def average_precision(self, iou_thresholds: Sequence[float] = AP_THRESHOLDS) -> float:
+        """MEAN's COCO AP@[.5:.95] (T:200; Q:33-67, Q2:129-182), 'soft' matching.
+
+        Per threshold: every prediction of every video, in order (no
+        confidence sort), is a TP or FP under
+        :func:`~meanspot_fused.spotting.evaluation.mean_pred_match`'s soft
+        policy; precision and recall are cumulated over that order (recall
+        over every ground truth), AP is VOC's all-points area; the result
+        is the float32 mean over the thresholds, as MEAN stores it.
+        """
+        spotted = self._spotted()
+        n_gt = sum(len(video.expressions) for _, video, _ in spotted)
+        aps = []
+        for t in iou_thresholds:
+            hits = np.concatenate([mean_pred_match(pred[:, :2], video.intervals()[:, [0, 2]], t, "soft") >= 0
+                                   for _, video, pred in spotted] or [np.zeros(0, bool)]).astype(np.float64)
+            tp, fp = np.cumsum(hits), np.cumsum(1.0 - hits)
+            recall = np.concatenate(([0.0], tp / max(float(n_gt), 1.0), [1.0]))
+            precision = np.concatenate(([0.0], tp / np.maximum(tp + fp, np.finfo(np.float64).eps), [0.0]))
+            for i in range(precision.size - 1, 0, -1):
+                precision[i - 1] = max(precision[i - 1], precision[i])
+            ids = np.flatnonzero(recall[1:] != recall[:-1])
+            aps.append(np.sum((recall[ids + 1] - recall[ids]) * precision[ids + 1]))
+        return float(np.array(aps, dtype=np.float32).reshape(-1, 1).mean(axis=1).mean(axis=0))
+
+    def apex_scores(self) -> Dict[str, float]:
+        """MEAN's ASR and MAE (U:219-231) from the FIRST interval and FIRST ground truth of each video.
+
+        The predicted apex is that interval's onset + k_p (MEAN's dummy [0, 0]
+        thus has apex k_p); ASR counts ``onset < apex < offset`` of the
+        ground truth (strict), MAE averages ``|apex - GT apex|``. Videos
+        without an interval (possible only without the dummy) are left out,
+        where MEAN would fail.
+        """
+        hits, errors = [], []
+        for result, video, pred in self._spotted():
+            if len(pred) == 0:
+                continue
+            apex, first = int(pred[0, 0]) + result.k_p, video.expressions[0]
+            hits.append(first.onset < apex < first.offset)
+            errors.append(abs(apex - first.apex))
+        return {"asr": _mean([float(h) for h in hits]), "mae": _mean([float(e) for e in errors])}
 
     def analysis_pairs(self):
         """(gt labels, predicted labels) of the TPs, as MEAN pairs its two lists (T:213-218)."""
@@ -241,9 +298,10 @@ class MeanEvaluation:
             folds.append({"fold": f, "subject": r.subject, "k_p": r.k_p, "videos": len(r.intervals),
                           "tp": r.tp, "fp": r.fp, "fn": r.fn, "precision": precision, "recall": recall, "f1": f1,
                           "analysed": r.analysed, "analysis_tps": sum(1 for g in r.gt_tp_labels if g != -1)})
+        spot = dict(spot, ap_50_95=self.average_precision(), **self.apex_scores())
         out = {"dataset": self.gt.dataset, "p": self.p, "multiple": self.multiple,
                "iou_threshold": self.iou_threshold,
-               "options": {"no_peak_dummy": self.no_peak_dummy, "skip_unlabelled_tps": self.skip_unlabelled_tps,
+               "options": {"no_peak_dummy": self.no_peak_dummy, "align_analysis_lists": self.align_analysis_lists,
                            "uar_nan_to_zero": self.uar_nan_to_zero},
                "spotting": spot, "analysis": dict(analysis, per_class=per_class),
                "strs": spot["f1"] * analysis["f1"], "folds": folds}
@@ -264,11 +322,27 @@ class MeanEvaluation:
         out.write(f"| **all** | | | {sum(r['videos'] for r in d['folds'])} | **{s['tp']}** | **{s['fp']}** | "
                   f"**{s['fn']}** | **{s['precision']:.4f}** | **{s['recall']:.4f}** | **{s['f1']:.4f}** | "
                   f"{d['analysis']['n']} |\n\n")
+        out.write(f"AP@[.5:.95] {_fmt(s['ap_50_95'])}, ASR {_fmt(s['asr'])}, MAE {_fmt(s['mae'])}\n\n")
         a = d["analysis"]
-        out.write("| analysis TPs | precision | recall | F1 | UF1 | UAR | STRS |\n|---:|---:|---:|---:|---:|---:|---:|\n")
+        out.write("| analysis TPs | precision | recall | F1 | UF1 | UAR | STRS |\n"
+                  "|---:|---:|---:|---:|---:|---:|---:|\n")
         out.write(f"| {a['n']} | {_fmt(a['precision'])} | {_fmt(a['recall'])} | {_fmt(a['f1'])} | "
                   f"{_fmt(a['uf1'])} | {_fmt(a['uar'])} | {_fmt(d['strs'])} |\n")
         return out.getvalue()
+
+
+def summary_markdown(evaluations: Sequence[MeanEvaluation]) -> str:
+    """One row per dataset: pooled spotting counts and F1, AP, analysis metrics, STRS."""
+    out = io.StringIO()
+    out.write("| dataset | TP | FP | FN | precision | recall | F1 | AP@[.5:.95] | analysis TPs | analysis F1 | UF1 "
+              "| UAR | STRS |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+    for ev in evaluations:
+        d = ev.to_dict()
+        s, a = d["spotting"], d["analysis"]
+        out.write(f"| {d['dataset']} | {s['tp']} | {s['fp']} | {s['fn']} | {_fmt(s['precision'])} | "
+                  f"{_fmt(s['recall'])} | {_fmt(s['f1'])} | {_fmt(s['ap_50_95'])} | {a['n']} | {_fmt(a['f1'])} | "
+                  f"{_fmt(a['uf1'])} | {_fmt(a['uar'])} | {_fmt(d['strs'])} |\n")
+    return out.getvalue()
 
 
 def _fmt(x) -> str:

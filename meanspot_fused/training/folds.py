@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from typing import List, Sequence
+from typing import Dict, List, Mapping, Sequence
 
 import numpy as np
 
 from ..errors import InputError
-from .labels import SpotSamples
+from .annotations import GroundTruth
+from .labels import RecognitionSample, SpotSamples, k_p_for_fold, recognition_samples, spot_samples
 
 __all__ = ["SpotFold", "RecognitionFold", "spot_folds", "recognition_folds", "mean_downsample",
-           "downsample_folds", "DOWNSAMPLING_MODES"]
+           "downsample_folds", "DOWNSAMPLING_MODES", "FoldPlan", "plan_folds"]
 
 DOWNSAMPLING_MODES = ("mean", "numpy")
 
@@ -176,24 +177,83 @@ def downsample_folds(labels, folds: Sequence[SpotFold], *, mode: str = "mean", r
     if mode not in DOWNSAMPLING_MODES:
         raise InputError(f"mode must be one of {', '.join(DOWNSAMPLING_MODES)}, got {mode!r}")
     ratio = _check_ratio(ratio)
-    y = np.asarray(labels).reshape(-1)
-    out = []
     rng = random.Random(seed)
-    for fold in folds:
-        y_train = y[fold.train_index]
-        if mode == "mean":
-            try:
-                kept = mean_downsample(y_train, rng, ratio, guard_counts_negatives=guard_counts_negatives)
-            except InputError as exc:
-                raise InputError(f"fold {fold.fold} (subject {fold.subject}): {exc}") from None
-        else:
-            negatives, positives = np.flatnonzero(y_train == 0), np.flatnonzero(y_train == 1)
-            if positives.size == 0:
-                raise InputError(f"fold {fold.fold} (subject {fold.subject}): the training fold has no positive "
-                                 f"sample: nothing to learn")
-            rem = positives.size * ratio
-            if rem < negatives.size:
-                negatives = np.random.default_rng([seed, fold.fold]).choice(negatives, rem, replace=False)
-            kept = np.sort(np.concatenate((negatives, positives)))
-        out.append(fold.train_index[kept])
-    return out
+    return [_downsample_fold(np.asarray(labels).reshape(-1), fold, mode, rng, ratio, seed, guard_counts_negatives)
+            for fold in folds]
+
+
+def _downsample_fold(labels: np.ndarray, fold: SpotFold, mode: str, rng: random.Random, ratio: int, seed: int,
+                     guard_counts_negatives: bool) -> np.ndarray:
+    """One fold of :func:`downsample_folds`: its kept training samples, global indices, sorted."""
+    y_train = labels[fold.train_index]
+    if mode == "mean":
+        try:
+            kept = mean_downsample(y_train, rng, ratio, guard_counts_negatives=guard_counts_negatives)
+        except InputError as exc:
+            raise InputError(f"fold {fold.fold} (subject {fold.subject}): {exc}") from None
+    else:
+        negatives, positives = np.flatnonzero(y_train == 0), np.flatnonzero(y_train == 1)
+        if positives.size == 0:
+            raise InputError(f"fold {fold.fold} (subject {fold.subject}): the training fold has no positive "
+                             f"sample: nothing to learn")
+        rem = positives.size * ratio
+        if rem < negatives.size:
+            negatives = np.random.default_rng([seed, fold.fold]).choice(negatives, rem, replace=False)
+        kept = np.sort(np.concatenate((negatives, positives)))
+    return fold.train_index[kept]
+
+
+@dataclasses.dataclass(frozen=True)
+class FoldPlan:
+    """Everything fold ``fold`` trains and tests on, from :func:`plan_folds`.
+
+    ``samples``: the spotting samples with the pseudo-labels of this fold's
+    ``k_p``; ``train_index``: the downsampled training samples and
+    ``test_index`` every sample of ``subject`` (global sample indices,
+    sorted). ``recognition``: the dataset's recognition samples and
+    ``recognition_fold`` the split of them this fold uses (its ``trains`` is
+    False where MEAN trains no head and leaves the fold out of the analysis).
+    """
+    fold: int
+    subject: str
+    k_p: int
+    samples: SpotSamples
+    train_index: np.ndarray
+    test_index: np.ndarray
+    recognition: List[RecognitionSample]
+    recognition_fold: RecognitionFold
+
+
+def plan_folds(gt: GroundTruth, sample_counts: Mapping[str, int], *, k_p_excludes_test_subject: bool = False,
+               recognition_by_subject: bool = False, downsampling: str = "mean", ratio: int = 5, seed: int = 1,
+               guard_counts_negatives: bool = False) -> List[FoldPlan]:
+    """MEAN's LOSO protocol for every fold at once (sections 1-4), with one option per bug.
+
+    ``sample_counts["<subject>/<video>"]``: the video's spotting samples
+    (``n_frames - k``). k_p: the dataset's (bug 9f) or, with
+    ``k_p_excludes_test_subject``, the training subjects' (then each fold
+    has its own pseudo-labels). Recognition splits: MEAN's misaligned ones
+    (bug 9b) or by subject (``recognition_by_subject``). Downsampling: see
+    :func:`downsample_folds` (``downsampling`` is its mode; the draws of
+    mode "mean" carry from fold to fold, so all folds are planned together
+    even when a run trains only some of them).
+    """
+    if downsampling not in DOWNSAMPLING_MODES:
+        raise InputError(f"downsampling must be one of {', '.join(DOWNSAMPLING_MODES)}, got {downsampling!r}")
+    ratio = _check_ratio(ratio)
+    # The samples and folds of each distinct k_p (one for MEAN's protocol, a few with the 9f fix).
+    by_k_p: Dict[int, tuple] = {}
+    recognition = recognition_samples(gt)
+    recog_folds = recognition_folds([r.group for r in recognition], gt.subjects, by_subject=recognition_by_subject)
+    plans = []
+    rng = random.Random(seed)
+    for f, subject in enumerate(gt.subjects):
+        k_p = k_p_for_fold(gt, subject, exclude_test_subject=k_p_excludes_test_subject)
+        if k_p not in by_k_p:
+            samples = spot_samples(gt, sample_counts, k_p)
+            by_k_p[k_p] = samples, spot_folds(samples)
+        samples, folds = by_k_p[k_p]
+        fold = folds[f]
+        train = _downsample_fold(samples.labels, fold, downsampling, rng, ratio, seed, guard_counts_negatives)
+        plans.append(FoldPlan(f, subject, k_p, samples, train, fold.test_index, recognition, recog_folds[f]))
+    return plans

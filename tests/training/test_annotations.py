@@ -8,7 +8,8 @@ import pytest
 from meanspot_fused.errors import FileError, InputError, MissingDependencyError
 from meanspot_fused.training.annotations import (AnnotationRow, apply_mean_rules, mean_emotion, natural_key,
                                                  read_casme_sq_xlsx, read_samm_lv_xlsx, read_training_csv,
-                                                 rows_from_records, samm_lv_rows_from_frames)
+                                                 read_smic_xlsx, rows_from_records, samm_lv_rows_from_frames,
+                                                 smic_rows_from_frame)
 
 HEADER = "subject,video,onset,apex,offset,type,emotion\n"
 
@@ -95,7 +96,8 @@ def random_rows(rng, dataset):
         apex = onset + int(rng.integers(0, 5))
         offset = 0 if rng.random() < 0.15 else apex + int(rng.integers(0, 9))
         apex_cell = "/" if dataset == "CASME2" and offset and rng.random() < 0.1 else apex
-        rows.append({"subject": ["s1", "s2", "s10"][rng.integers(3)], "video": ["0101", "0110", "0102"][rng.integers(3)],
+        rows.append({"subject": ["s1", "s2", "s10"][rng.integers(3)],
+                     "video": ["0101", "0110", "0102"][rng.integers(3)],
                      "onset": onset, "apex": apex_cell, "offset": offset,
                      "type": "micro-expression" if rng.random() < 0.8 else "macro-expression",
                      "emotion": WORDS[rng.integers(len(WORDS))]})
@@ -222,7 +224,8 @@ def test_read_training_csv(tmp_path):
     ("subject,video,onset,offset,type,emotion\n", r"line 1: .*missing: \['apex'\]"),
     (HEADER.strip() + ",au\n", r"unknown: \['au'\]"),
     (HEADER + "s1,v,1,2\n", "line 2: expected 7 fields"),
-    (HEADER + "s1,v,one,2,3,micro-expression,negative\n", "bad.csv, row 2, column onset: expected an integer frame number"),
+    (HEADER + "s1,v,one,2,3,micro-expression,negative\n",
+     "bad.csv, row 2, column onset: expected an integer frame number"),
     (HEADER + ",v,1,2,3,micro-expression,negative\n", "row 2: empty subject"),
 ])
 def test_read_training_csv_errors(tmp_path, text, message):
@@ -276,3 +279,44 @@ def test_casme_sq_xlsx(tmp_path):
     rows = read_casme_sq_xlsx(path)
     assert [(r.subject, r.video, r.onset, r.apex, r.offset, r.emotion) for r in rows] == \
         [("s15", "0101", 11, 13, 20, "negative")]
+
+
+def test_samm_lv_xlsx(tmp_path):
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("openpyxl")
+    long_path, micro_path = tmp_path / "SAMM_LongVideos_V2_Release.xlsx", tmp_path / "SAMM_Micro_FACS_Codes.xlsx"
+    # The long-video sheet's first 10 rows are a title block; the micro sheet has one header row.
+    title = [["SAMM Long Videos"] + [""] * 9] * 10
+    pd.DataFrame(title + [[6, "006_1_2", 1, 100, 110, 120, 21, "Micro - 1/2", "AU4", ""]]).to_excel(
+        long_path, header=False, index=False)
+    pd.DataFrame([["Subject", "Filename", "Inducement Code", "Onset", "Apex", "Offset", "Duration", "Type",
+                   "Action Units", "Emotion", "Classes", "Notes"],
+                  [6, "006_1_2", 1, 5, 6, 7, 3, "Micro - 1/2", "AU4", "Contempt", 1, ""]]).to_excel(
+        micro_path, header=False, index=False)
+    rows = read_samm_lv_xlsx(long_path, micro_path)
+    assert [(r.subject, r.video, r.onset, r.apex, r.offset, r.type, r.emotion) for r in rows] == \
+        [("006", "006_1", 100, 110, 120, "micro-expression", "Contempt")]
+
+
+def test_smic_first_frame_bug_9h(tmp_path):
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame({"Subject": [1, 1], "Filename": ["s1_ne_01", "s1_po_02"], "FirstF": [100, 200],
+                          "OnsetF": [110, 200], "OffsetF": [120, 215], "Emotion": ["negative", "positive"]})
+    rows = smic_rows_from_frame(frame)
+    assert [(r.subject, r.video, r.onset, r.offset) for r in rows] == [("s01", "ne_01", 10, 20),
+                                                                       ("s01", "po_02", 0, 15)]
+    # MEAN: frame 110 of a clip starting at 100 (position 10) becomes [9, 19]; the ME on the clip's first
+    # frame gets onset 0 and is dropped.
+    gt = apply_mean_rules("SMIC_HS", rows)
+    assert [(v.key, v.intervals().tolist()) for v in gt.videos] == [("s01/ne_01", [[9, -1, 19]])]
+    fixed = apply_mean_rules("SMIC_HS", smic_rows_from_frame(frame, first_frame_fix=True))
+    assert [(v.key, v.intervals()[:, [0, 2]].tolist()) for v in fixed.videos] == [
+        ("s01/ne_01", [[10, 20]]), ("s01/po_02", [[0, 15]])]
+    if importlib.util.find_spec("openpyxl") is None:
+        with pytest.raises(MissingDependencyError, match="openpyxl"):
+            read_smic_xlsx(tmp_path / "SMIC-HS-E_annotation.xlsx")
+    else:
+        frame.to_excel(tmp_path / "SMIC-HS-E_annotation.xlsx", index=False)
+        assert read_smic_xlsx(tmp_path / "SMIC-HS-E_annotation.xlsx") == [
+            AnnotationRow(r.subject, r.video, r.onset, r.apex, r.offset, r.type, r.emotion,
+                          str(tmp_path / "SMIC-HS-E_annotation.xlsx"), r.line) for r in rows]

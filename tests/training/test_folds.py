@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 
 from meanspot_fused.errors import InputError
-from meanspot_fused.training.folds import (downsample_folds, mean_downsample, recognition_folds, spot_folds)
-from meanspot_fused.training.labels import SpotSamples
+from meanspot_fused.training.annotations import Expression, GroundTruth, Video
+from meanspot_fused.training.folds import (downsample_folds, mean_downsample, plan_folds, recognition_folds,
+                                           spot_folds)
+from meanspot_fused.training.labels import SpotSamples, dataset_k_p, recognition_samples, spot_samples
 
 
 def samples(counts, labels=None):
@@ -188,3 +190,43 @@ def test_numpy_downsampling_is_per_fold():
         assert pos == int(s.labels[f.train_index].sum()) and len(kept) == 6 * pos
     with pytest.raises(InputError, match="mode"):
         downsample_folds(s.labels, folds, mode="sklearn")
+
+
+def three_subjects():
+    # Lengths (off - on): s1 12 and 2 (an 'others' ME: no recognition sample), s2 1, s3 3.
+    return GroundTruth("CASME_sq", (
+        Video("s1", "a", (Expression(10, 14, 22, "negative"), Expression(40, 41, 42, "others"))),
+        Video("s2", "a", (Expression(30, 30, 31, "positive"),)),
+        Video("s3", "a", (Expression(5, 6, 8, "surprise"), Expression(50, 51, 53, "negative")))))
+
+
+def test_plan_folds_is_mean_protocol():
+    gt, counts = three_subjects(), {"s1/a": 200, "s2/a": 200, "s3/a": 200}
+    plans = plan_folds(gt, counts)
+    # int((mean(12, 2, 1, 3, 3) + 1) / 2) = int(2.7) = 2 for every fold (bug 9f: test subject included).
+    assert [p.k_p for p in plans] == [2, 2, 2] == [dataset_k_p(gt)] * 3
+    samples = spot_samples(gt, counts, 2)
+    folds = spot_folds(samples)
+    kept = downsample_folds(samples.labels, folds)
+    recog = recognition_folds([r.group for r in recognition_samples(gt)], gt.subjects)
+    for p, f, k, r in zip(plans, folds, kept, recog):
+        assert (p.subject, p.test_index.tolist(), p.train_index.tolist()) == (f.subject, f.test_index.tolist(),
+                                                                             k.tolist())
+        assert np.array_equal(p.samples.labels, samples.labels)
+        assert p.recognition_fold.train_index.tolist() == r.train_index.tolist()
+    assert [len(p.recognition) for p in plans] == [4] * 3
+
+
+def test_plan_folds_fixes():
+    gt, counts = three_subjects(), {"s1/a": 200, "s2/a": 200, "s3/a": 200}
+    plans = plan_folds(gt, counts, k_p_excludes_test_subject=True, recognition_by_subject=True,
+                       downsampling="numpy", seed=3)
+    # Without s1: int(((1 + 3 + 3) / 3 + 1) / 2) = int(1.67) = 1; without s2: int((20 / 4 + 1) / 2) = 3;
+    # without s3: int((15 / 3 + 1) / 2) = 3.
+    assert [p.k_p for p in plans] == [1, 3, 3]
+    assert np.array_equal(plans[0].samples.labels, spot_samples(gt, counts, 1).labels)
+    for p in plans:
+        assert p.fold not in [p.recognition[i].group for i in p.recognition_fold.train_index]
+        assert int(p.samples.labels[p.train_index].sum()) * 6 == len(p.train_index)
+    with pytest.raises(InputError, match="downsampling must be"):
+        plan_folds(gt, counts, downsampling="smote")
