@@ -38,7 +38,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import random
 import shutil
 import sys
 import time
@@ -52,8 +51,8 @@ from ..io.atomic import replace_atomically, write_folder_atomically
 from ..network.reference import INPUT_SIZE, PLACEMENTS
 from .annotations import DATASETS, GroundTruth, apply_mean_rules, read_training_csv
 from .evaluation import MeanEvaluation
-from .folds import DOWNSAMPLING_MODES, downsample_folds, mean_downsample, recognition_folds, spot_folds
-from .labels import RECOGNITION_CLASSES, dataset_k, k_p_for_fold, one_hot, recognition_samples, spot_samples
+from .folds import DOWNSAMPLING_MODES, plan_folds
+from .labels import RECOGNITION_CLASSES, dataset_k, one_hot, recognition_samples, spot_samples
 from .loop import EpochReport, Samples, TrainConfig, Trainer
 
 __all__ = ["FIXES", "TrainSettings", "Corpus", "load_corpus", "train_run", "find_features", "recognition_pairs"]
@@ -375,78 +374,41 @@ def _score(net, maps: np.ndarray, device: torch.device, batch: int = 1024) -> Tu
 
 
 class _Run:
-    """The state of one train_run: the corpus, the folds and their labels, the evaluation."""
+    """The state of one train_run: the corpus, every fold's plan (:func:`.folds.plan_folds`), the evaluation."""
 
     def __init__(self, corpus: Corpus, settings: TrainSettings, device: torch.device):
         self.corpus, self.settings, self.device = corpus, settings, device
         gt = corpus.gt
         self.subjects = gt.subjects
-        self.folds = spot_folds(corpus.samples)
         wanted = settings.folds or self.subjects
         unknown = [s for s in wanted if s not in self.subjects]
         if unknown:
             raise InputError(f"folds: subject(s) {', '.join(unknown)} not in the annotations' kept subjects "
                              f"({', '.join(self.subjects)})")
-        self.selected = [f for f in self.folds if f.subject in wanted]
-        fix_k_p = settings.fixed("k-p-train-only")
-        self.k_p = {f.fold: k_p_for_fold(gt, f.subject, exclude_test_subject=fix_k_p) for f in self.folds}
-        self.labels = self._labels()
-        self.train_index = self._downsample()
-        groups = [r.group for r in corpus.recog]
-        self.recog_folds = (recognition_folds(groups, self.subjects, by_subject=settings.fixed("recog-folds"))
-                            if corpus.recog else None)
+        counts = {key: int(corpus.samples.starts[j + 1] - corpus.samples.starts[j])
+                  for j, key in enumerate(corpus.samples.video_keys)}
+        # Every fold is planned, whichever this run trains: MEAN's draws carry from fold to fold.
+        self.plans = plan_folds(gt, counts, k_p_excludes_test_subject=settings.fixed("k-p-train-only"),
+                                recognition_by_subject=settings.fixed("recog-folds"),
+                                downsampling=settings.downsampling, ratio=settings.ratio,
+                                seed=1 if settings.downsampling == "mean" else settings.seed,
+                                guard_counts_negatives=settings.fixed("downsample-guard"))
+        self.selected = [plan for plan in self.plans if plan.subject in wanted]
         self.evaluation = MeanEvaluation(gt, p=settings.p, no_peak_dummy=not settings.fixed("no-peak-dummy"),
-                                         skip_unlabelled_tps=settings.fixed("others-shift"),
+                                         align_analysis_lists=settings.fixed("others-shift"),
                                          uar_nan_to_zero=settings.fixed("uar-nan"))
 
-    def _labels(self) -> Dict[int, np.ndarray]:
-        """Pseudo-labels per fold (one array shared by every fold unless k_p differs between folds)."""
-        by_k_p: Dict[int, np.ndarray] = {}
-        out = {}
-        counts = {key: int(self.corpus.samples.starts[j + 1] - self.corpus.samples.starts[j])
-                  for j, key in enumerate(self.corpus.samples.video_keys)}
-        for f in self.folds:
-            k_p = self.k_p[f.fold]
-            if k_p not in by_k_p:
-                by_k_p[k_p] = spot_samples(self.corpus.gt, counts, k_p).labels
-            out[f.fold] = by_k_p[k_p]
-        return out
-
-    def _downsample(self) -> Dict[int, np.ndarray]:
-        """Each fold's training samples (global indices), drawn for every fold in order as MEAN draws them (its
-        random state carries from fold to fold), whichever folds this run trains."""
-        s = self.settings
-        guard = s.fixed("downsample-guard")
-        if len({id(v) for v in self.labels.values()}) == 1:
-            labels = next(iter(self.labels.values()))
-            kept = downsample_folds(labels, self.folds, mode=s.downsampling, ratio=s.ratio,
-                                    seed=1 if s.downsampling == "mean" else s.seed, guard_counts_negatives=guard)
-            return {f.fold: idx for f, idx in zip(self.folds, kept)}
-        out = {}  # k_p per fold (fix 9f): the same draws, each fold on its own labels
-        rng = random.Random(1)
-        for f in self.folds:
-            y = self.labels[f.fold]
-            if s.downsampling == "mean":
-                try:
-                    local = mean_downsample(y[f.train_index], rng, s.ratio, guard_counts_negatives=guard)
-                except InputError as e:
-                    raise InputError(f"fold {f.fold} (subject {f.subject}): {e}") from None
-                out[f.fold] = f.train_index[local]
-            else:
-                out[f.fold] = downsample_folds(y, [f], mode="numpy", ratio=s.ratio, seed=s.seed)[0]
-        return out
-
-    def spot_data(self, fold) -> Samples:
-        idx = self.train_index[fold.fold]
-        y = self.labels[fold.fold][idx]
+    def spot_data(self, plan) -> Samples:
+        idx = plan.train_index
+        y = plan.samples.labels[idx]
         if not np.any(y == 1):
-            raise InputError(f"fold {fold.fold} (subject {fold.subject}): no positive training sample")
+            raise InputError(f"fold {plan.fold} (subject {plan.subject}): no positive training sample")
         return Samples(*_split(self.corpus.maps[idx]), y)
 
-    def recog_data(self, fold) -> Optional[Samples]:
-        if self.recog_folds is None:
+    def recog_data(self, plan) -> Optional[Samples]:
+        if not self.settings.recognition:
             return None
-        rf = self.recog_folds[fold.fold]
+        rf = plan.recognition_fold
         if not rf.trains:
             return None
         labels = [self.corpus.recog[i].label for i in rf.train_index]
@@ -480,7 +442,7 @@ def _write_fold(folder: str, run: _Run, fold, model, result, scores, probs, hist
     os.makedirs(os.path.join(folder, "scores"))
     os.makedirs(os.path.join(folder, "plots"))
     gt = run.corpus.gt
-    k_p = run.k_p[fold.fold]
+    k_p = fold.k_p
     for video in gt.subject_videos(fold.subject):
         name = video.key.replace("/", "_")
         arrays = {"spot": scores[video.key]}
@@ -493,8 +455,8 @@ def _write_fold(folder: str, run: _Run, fold, model, result, scores, probs, hist
                     result.intervals[video.key], gt=video.intervals()[:, [0, 2]],
                     title=f"fold {fold.fold} ({fold.subject}): {video.key} (k {run.corpus.k}, k_p {k_p})")
     info = {"fold": fold.fold, "subject": fold.subject, "k_p": k_p, "tp": result.tp, "fp": result.fp,
-            "fn": result.fn, "train_samples": int(run.train_index[fold.fold].size),
-            "train_positives": int(np.sum(run.labels[fold.fold][run.train_index[fold.fold]] == 1)),
+            "fn": result.fn, "train_samples": int(fold.train_index.size),
+            "train_positives": int(np.sum(fold.samples.labels[fold.train_index] == 1)),
             "recognition_trained": result.analysed, "seconds": seconds,
             "intervals": {key: iv.tolist() for key, iv in result.intervals.items()},
             "history": [dataclasses.asdict(h) for h in history]}
@@ -575,7 +537,7 @@ def train_run(annotations, features_dir, out, settings: TrainSettings, *, resume
         folder = os.path.join(folds_dir, _fold_name(fold.fold, fold.subject))
         if os.path.isdir(folder):
             scores, probs = _read_fold_scores(folder, run, fold)
-            run.evaluation.add_fold(fold.fold, run.k_p[fold.fold], scores, probs or None)
+            run.evaluation.add_fold(fold.fold, fold.k_p, scores, probs or None)
             done.append(fold.fold)
             trainer = None  # the next fold to train continues from this one's state
             log(f"fold {fold.fold} ({fold.subject}): done before, kept")
@@ -599,7 +561,7 @@ def train_run(annotations, features_dir, out, settings: TrainSettings, *, resume
                 f"({r.seconds:.1f} s)")
         trained_fold = trainer.train_fold(fold.fold, spot, recog, progress)
         scores, probs = run.evaluate(fold, trained_fold.model)
-        result = run.evaluation.add_fold(fold.fold, run.k_p[fold.fold], scores, probs if recog is not None else None)
+        result = run.evaluation.add_fold(fold.fold, fold.k_p, scores, probs if recog is not None else None)
         seconds = time.perf_counter() - start
         write_folder_atomically(folds_dir, _fold_name(fold.fold, fold.subject),
                                 lambda tmp: _write_fold(tmp, run, fold, trained_fold.model, result, scores, probs,
