@@ -316,6 +316,10 @@ def _evaluate(sub) -> None:
     p.add_argument("--pred", required=True, metavar="DIR", help="folder of <video>/intervals.csv")
     p.add_argument("--gt", required=True, metavar="ANNOTATIONS.csv", help="ground-truth intervals")
     p.add_argument("--iou", type=float, default=0.5, help="IoU threshold (default 0.5)")
+    p.add_argument("--matching", choices=("megc", "mean"), default="megc",
+                   help="megc (default): each ground truth takes the first unmatched prediction at IoU >= the "
+                        "threshold; mean: MEAN's rule, each prediction in temporal order checked against its "
+                        "highest-IoU ground truth only (train reports this one)")
     p.add_argument("--json", metavar="FILE", help="also write the result as JSON")
     p.set_defaults(run=_run_evaluate)
 
@@ -355,7 +359,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     # Recognition (STRS) when every prediction file and the annotations carry emotion labels.
     labelled = gt.emotions is not None and len(pred_labels) == len(pred)
     try:
-        result = evaluate(pred, gt.intervals, iou_threshold=args.iou,
+        result = evaluate(pred, gt.intervals, iou_threshold=args.iou, matching=args.matching,
                           pred_labels=pred_labels if labelled else None, gt_labels=gt.emotions if labelled else None)
     except ValueError as e:
         return fail(str(e))

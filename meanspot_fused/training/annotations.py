@@ -266,8 +266,8 @@ def read_training_csv(path) -> List[AnnotationRow]:
 
 
 def _pandas(purpose: str):
-    pd = require("pandas", "pip install pandas openpyxl", purpose)
-    require("openpyxl", "pip install pandas openpyxl", purpose)
+    pd = require("pandas", 'pip install "meanspot_fused[train]"', purpose)
+    require("openpyxl", 'pip install "meanspot_fused[train]"', purpose)
     return pd
 
 

@@ -121,3 +121,18 @@ def test_evaluate_strs_with_emotion_labels(tmp_path):
     assert result["f1"] == pytest.approx(0.8)
     assert result["recognition_f1"] == pytest.approx(1 / 3)
     assert result["strs"] == pytest.approx(0.8 / 3)
+
+
+def test_evaluate_matching_option(tmp_path):
+    # The case where the rules differ (tests/training/test_train_evaluation.py): MEGC 2 TP, MEAN's rule 1.
+    (tmp_path / "pred" / "v").mkdir(parents=True)
+    (tmp_path / "pred" / "v" / "intervals.csv").write_text("onset,offset,apex,score\n4,12,8,0.9\n8,14,11,0.8\n")
+    (tmp_path / "gt.csv").write_text("video,onset,offset\nv,0,10\nv,4,13\n")
+    counts = {}
+    for rule in ("megc", "mean"):
+        out = tmp_path / f"{rule}.json"
+        assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt.csv"), "--matching",
+                     rule, "--json", str(out)]) == 0
+        r = json.loads(out.read_text())
+        counts[rule] = (r["tp"], r["fp"], r["fn"])
+    assert counts == {"megc": (2, 0, 0), "mean": (1, 1, 1)}

@@ -261,7 +261,7 @@ def test_samm_lv_merge():
 
 @pytest.mark.skipif(importlib.util.find_spec("openpyxl") is not None, reason="openpyxl is installed")
 def test_spreadsheet_readers_need_openpyxl(tmp_path):
-    with pytest.raises(MissingDependencyError, match="pip install pandas openpyxl"):
+    with pytest.raises(MissingDependencyError, match=r"meanspot_fused\[train\]"):
         read_casme_sq_xlsx(tmp_path / "code_final.xlsx")
     with pytest.raises(MissingDependencyError, match="openpyxl"):
         read_samm_lv_xlsx(tmp_path / "a.xlsx", tmp_path / "b.xlsx")

@@ -167,3 +167,40 @@ def test_bad_inputs_exit_2_and_write_nothing(corpus, tmp_path, capsys, change, m
     assert main(argv) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "run" / "folds").exists()
+
+
+def test_each_fix_reaches_its_option(corpus, tmp_path, monkeypatch):
+    """Every --fix name switches the option TRAINING.md section 9 names, and nothing else; default: MEAN's."""
+    from meanspot_fused.training import run as R
+    seen = {}
+    real_plan, real_eval, real_rules = R.plan_folds, R.MeanEvaluation, R.apply_mean_rules
+    monkeypatch.setattr(R, "plan_folds", lambda *a, **kw: seen.setdefault("plan", kw) and real_plan(*a, **kw))
+    monkeypatch.setattr(R, "MeanEvaluation", lambda *a, **kw: seen.setdefault("eval", kw) and real_eval(*a, **kw))
+    monkeypatch.setattr(R, "apply_mean_rules", lambda *a, **kw: seen.setdefault("rules", kw) and real_rules(*a, **kw))
+    expected = {
+        "optimizer-per-fold": ("config", "fresh_optimizer_per_fold"),
+        "recog-folds": ("plan", "recognition_by_subject"),
+        "others-shift": ("eval", "align_analysis_lists"),
+        "no-peak-dummy": ("eval", "no_peak_dummy"),  # the option is "keep the dummy": fixed means False
+        "downsample-guard": ("plan", "guard_counts_negatives"),
+        "k-p-train-only": ("plan", "k_p_excludes_test_subject"),
+        "emotion-pairing": ("rules", "emotion_pairing"),
+        "uar-nan": ("eval", "uar_nan_to_zero"),
+    }
+    assert set(expected) == set(R.FIXES)
+
+    def options(fixes):
+        seen.clear()
+        s = settings(fixes=fixes)
+        corpus_ = R.load_corpus(corpus / "annotations.csv", corpus / "features", s, str(tmp_path / "cache"))
+        R._Run(corpus_, s, torch.device("cpu"))
+        return {**{f"{part}.{k}": v for part in ("plan", "eval", "rules") for k, v in seen[part].items()},
+                "config.fresh_optimizer_per_fold": s.config().fresh_optimizer_per_fold}
+
+    mean = options([])
+    assert (mean["plan.recognition_by_subject"], mean["eval.no_peak_dummy"], mean["rules.emotion_pairing"],
+            mean["config.fresh_optimizer_per_fold"]) == (False, True, "mean", False)
+    for name, (where, key) in expected.items():
+        got = options([name])
+        changed = {k for k in got if got[k] != mean[k]}
+        assert changed == {f"{where}.{key}"}, (name, changed)
