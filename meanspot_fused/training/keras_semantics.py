@@ -16,7 +16,8 @@ by up to 1e-4 relative in the normalised output where a channel's variance is
 small next to its squared mean (post-ReLU maps, variances down to 1e-9 in the
 Keras cases), which Keras's pairwise reductions are not. So training swaps
 each BatchNorm2d for :class:`KerasBatchNorm2d`, which takes the batch mean and
-biased variance in float64 and normalises in float32 as Keras does
+biased variance with ``torch.var_mean`` (cascade sums: on the Keras cases as
+close to Keras as float64 statistics) and normalises as Keras does
 (x * inv + (beta - mean * inv), inv = gamma / sqrt(var + eps)). The moving
 variance is updated with the Bessel-corrected batch variance by default, as
 TF 2.4's fused BN (MEAN's Keras) does; ``moving_variance="biased"`` gives
@@ -28,10 +29,11 @@ from __future__ import annotations
 
 import math
 import contextlib
+import functools
 from typing import Dict, Iterable, Iterator, Optional
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError, InputTypeError
@@ -138,7 +140,7 @@ MOVING_VARIANCE = ("unbiased", "biased")
 
 
 class KerasBatchNorm2d(nn.BatchNorm2d):
-    """``BatchNorm2d`` whose training-mode statistics are Keras-accurate (float64 reductions).
+    """``BatchNorm2d`` whose training-mode statistics are Keras-accurate (``torch.var_mean``, not the fused kernel).
 
     Eval mode is torch's (moving statistics). In training mode the running
     statistics move as Keras's ``moving * 0.99 + batch * 0.01`` (torch's
@@ -153,10 +155,8 @@ class KerasBatchNorm2d(nn.BatchNorm2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return super().forward(x)
-        x64 = x.double()
         n = x.numel() // x.shape[1]
-        mean = x64.mean(dim=(0, 2, 3))
-        var = x64.var(dim=(0, 2, 3), unbiased=False)
+        var, mean = torch.var_mean(x, dim=(0, 2, 3), unbiased=False)
         if self.momentum:
             with torch.no_grad():
                 new_var = var * (n / (n - 1)) if self.moving_variance == "unbiased" and n > 1 else var
@@ -239,6 +239,13 @@ def l2_penalty(model: MeanSpot, heads: Optional[Iterable[str]] = None) -> torch.
     return total
 
 
+@functools.lru_cache(maxsize=4096)
+def _adam_alpha(lr: float, beta1: float, beta2: float, t: int) -> float:
+    """lr * sqrt(1 - beta2^t) / (1 - beta1^t) in float32 arithmetic, as Keras computes it from float32 betas."""
+    f = np.float32
+    return float(f(lr) * np.sqrt(f(1.0) - f(beta2) ** f(t)) / (f(1.0) - f(beta1) ** f(t)))
+
+
 class KerasAdam(torch.optim.Optimizer):
     """Adam as TF 2.4 (``ResourceApplyAdam``) and Keras 3 apply it (TRAINING.md 10).
 
@@ -299,16 +306,12 @@ class KerasAdam(torch.optim.Optimizer):
                     state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["step"] = int(state["step"]) + 1
-                t = state["step"]
                 m, v = state["exp_avg"], state["exp_avg_sq"]
-                m.add_((g - m) * (1.0 - beta1))
-                v.add_((g * g - v) * (1.0 - beta2))
-                # alpha in float32, as Keras computes it from float32 betas and a float step.
-                f32 = dict(dtype=torch.float32)
-                b1t = torch.tensor(beta1, **f32) ** torch.tensor(float(t), **f32)
-                b2t = torch.tensor(beta2, **f32) ** torch.tensor(float(t), **f32)
-                alpha = (group["lr"] * torch.sqrt(1.0 - b2t) / (1.0 - b1t)).to(p.dtype)
-                p.sub_(m * alpha.to(p.device) / (v.sqrt() + group["eps"]))
+                # lerp_ is Keras's incremental form: m += (g - m) * (1 - beta1), v += (g^2 - v) * (1 - beta2).
+                m.lerp_(g, 1.0 - beta1)
+                v.lerp_(g * g, 1.0 - beta2)
+                alpha = _adam_alpha(group["lr"], beta1, beta2, state["step"])
+                p.addcdiv_(m, v.sqrt().add_(group["eps"]), value=-alpha)
         return loss
 
 
