@@ -94,6 +94,17 @@ def _plain(cbam: str, spot: Samples, recog: Samples, epochs: int, device: torch.
     return best
 
 
+def _markdown(rows, args, device: torch.device, command: str, date: str):
+    setup = (f"{device_description(device)}; torch {torch.__version__} ({torch.get_num_threads()} threads); "
+             f"{args.samples} random samples, batch {BATCH}, fastest of {args.epochs} epochs; command: `{command}`")
+    table = [f"| {r['cbam']} | {r['phase']} | {r['ours_samples_per_s']:,.0f} | {r['plain_samples_per_s']:,.0f} | "
+             f"{r['ours_vs_plain']:.2f}x |" for r in rows]
+    return [f"# Training throughput, spot and recognition phases ({device.type}, {date})", "", setup, "",
+            "ours = meanspot_fused.training (Keras semantics); plain = torch.optim.Adam + nn.MSELoss / CE, "
+            "torch BatchNorm, no L2, same float32 MeanSpot.", "",
+            "| CBAM | phase | ours samples/s | plain samples/s | ours vs plain |", "|---|---|---|---|---|", *table]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--samples", type=int, default=1024, help="training samples per phase (default 1024)")
@@ -110,17 +121,9 @@ def main(argv=None) -> int:
         for phase in ("spot", "recog"):
             rows.append(dict(cbam=cbam, phase=phase, ours_samples_per_s=args.samples / ours[phase],
                              plain_samples_per_s=args.samples / plain[phase], ours_vs_plain=plain[phase] / ours[phase]))
-    threads = torch.get_num_threads()
     command = " ".join(map(shlex.quote, sys.argv))
     date = datetime.datetime.now().isoformat(timespec="seconds")
-    lines = [f"# Training throughput, spot and recognition phases ({device.type}, {date})", "",
-             f"{device_description(device)}; torch {torch.__version__} ({threads} threads); {args.samples} random "
-             f"samples, batch {BATCH}, fastest of {args.epochs} epochs; command: `{command}`", "",
-             "ours = meanspot_fused.training (Keras semantics); plain = torch.optim.Adam + nn.MSELoss / CE, "
-             "torch BatchNorm, no L2, same float32 MeanSpot.", "",
-             "| CBAM | phase | ours samples/s | plain samples/s | ours vs plain |", "|---|---|---|---|---|"]
-    lines += [f"| {r['cbam']} | {r['phase']} | {r['ours_samples_per_s']:,.0f} | {r['plain_samples_per_s']:,.0f} | "
-              f"{r['ours_vs_plain']:.2f}x |" for r in rows]
+    lines = _markdown(rows, args, device, command, date)
     text = "\n".join(lines) + "\n"
     print(text)
     save_results(args.out, "train_", device.type, dict(date=date, command=command, samples=args.samples,
