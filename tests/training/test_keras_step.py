@@ -308,14 +308,14 @@ def test_keras_init_statistics_and_seed(cbam):
     b = keras_init_(MeanSpot(cbam=cbam, heads=("spot", "recog")), torch.Generator().manual_seed(7))
     for (k, ta), tb in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(ta, tb), k
-    conv = a.heads["spot"].conv.weight
+    conv = a.heads["spot"].conv.weight.detach()
     bound = np.sqrt(6 / (25 * 14 + 25 * 8))
     assert float(conv.abs().max()) <= bound and float(conv.abs().max()) > 0.9 * bound
-    assert float(a.heads["recog"].dense.bias.abs().max()) == 0.0
+    assert float(a.heads["recog"].dense.bias.detach().abs().max()) == 0.0
     bn = a.branches["os"].bn
     assert torch.equal(bn.running_var, torch.ones(8)) and torch.equal(bn.weight, torch.ones(8))
     if cbam == "all":
-        w = a.branches["os"].cbam.spatial.weight  # he_normal, fan_in 2*7*7, truncated at 2 std
+        w = a.branches["os"].cbam.spatial.weight.detach()  # he_normal, fan_in 2*7*7, truncated at 2 std
         std = np.sqrt(2 / 98) / 0.87962566103423978
         assert float(w.abs().max()) <= 2 * std
     before = a.heads["spot"].conv.weight.clone()
