@@ -184,3 +184,17 @@ def test_modes_during_each_phase():
     assert len(drops) == 4 * SMALL["recog_epochs"] and all(training for _, _, training, _, _ in drops)
     convs = [s for s in recog_seen if s[1] == "Conv2d"]
     assert sorted({any(g) for *_, g in convs}) == [False, True]  # trunk convs frozen, the recog head conv not
+
+
+def test_training_learns_a_learnable_signal():
+    """Spot label = bright u map: the epoch loss (MSE + L2) falls."""
+    rng = np.random.default_rng(5)
+    n = 96
+    y = (rng.random(n) < 0.3).astype(np.float32)
+    u = rng.random((n, 1, 42, 42), dtype=np.float32) * 0.5 + 0.5 * y[:, None, None, None]
+    spot = Samples(u, *[rng.random((n, 1, 42, 42), dtype=np.float32) for _ in range(2)], y)
+    reports = []
+    _trainer(spot_epochs=6, fresh_optimizer_per_fold=True).train_fold(0, spot, progress=reports.append)
+    losses = [r.loss for r in reports]
+    # Margin: a fall to under 60% of the first epoch's loss (measured: 25.8 -> 5.5, a fifth).
+    assert losses[-1] < 0.6 * losses[0], losses
