@@ -8,8 +8,12 @@
   ``.hdf5`` name) matches layers WITH weights by position, so the weighted
   layers are listed in the order of MEAN's ``define_model`` ``model.layers``;
   :func:`meanspot_fused.io.keras.load_keras` reads it back to the same model.
+* :func:`save_keras3_weights`: a Keras 3 ``model.save_weights`` file
+  (``.weights.h5``: ``layers/<class_snake>[_n]/vars/<i>``, layers numbered
+  per class in ``model.layers`` order), what Keras 3's ``load_weights``
+  reads; checked against files written by real Keras 3.
 * :func:`export_model`: the project's checkpoint (``io.checkpoints.save_model``)
-  and that Keras file side by side.
+  and both Keras files side by side.
 
 Every file is written to a temporary file beside the target and then moved
 into place, so an interrupted export never leaves a partial file.
@@ -17,6 +21,7 @@ into place, so an interrupted export never leaves a partial file.
 from __future__ import annotations
 
 import os
+import re
 from typing import Dict, List, Tuple, Union
 
 import h5py
@@ -28,7 +33,7 @@ from ..io.atomic import replace_atomically
 from ..io.checkpoints import save_model
 from ..network.reference import BRANCH_NAMES, CBAM, MeanSpot
 
-__all__ = ["save_keras_weights", "export_model", "KERAS_VERSION"]
+__all__ = ["save_keras_weights", "save_keras3_weights", "export_model", "KERAS_VERSION"]
 
 #: What the file says wrote it: MEAN's Keras (TRAINING.md: TF 2.4, Keras 2.4.0, as its published weights).
 KERAS_VERSION = "2.4.0"
@@ -114,11 +119,7 @@ def save_keras_weights(model: MeanSpot, path: Union[str, os.PathLike]) -> None:
     CBAM models load into a Keras MEAN-Spot with the Keras ``cbam_block``
     and into ``load_keras``; MEAN's own ``define_model`` has no CBAM.
     """
-    if not isinstance(model, MeanSpot):
-        raise InputTypeError(f"model must be a MeanSpot, got {type(model).__name__}")
-    if model.cbam_spatial_bn:
-        raise InputError("model has a BatchNorm after the CBAM spatial conv (cbam_spatial_bn=True); the Keras "
-                         "cbam_block that MEAN-with-CBAM uses has none, so there is no Keras layout to write")
+    _check_exportable(model)
     layers = _layers(model)
 
     def write(tmp: str) -> None:
@@ -137,17 +138,54 @@ def save_keras_weights(model: MeanSpot, path: Union[str, os.PathLike]) -> None:
     replace_atomically(os.fspath(path), write)
 
 
-def export_model(model: MeanSpot, directory: Union[str, os.PathLike], stem: str) -> Dict[str, str]:
-    """Write ``<stem>.pt`` (the project's checkpoint) and ``<stem>.hdf5`` (Keras) into ``directory``.
+def _check_exportable(model) -> None:
+    if not isinstance(model, MeanSpot):
+        raise InputTypeError(f"model must be a MeanSpot, got {type(model).__name__}")
+    if model.cbam_spatial_bn:
+        raise InputError("model has a BatchNorm after the CBAM spatial conv (cbam_spatial_bn=True); the Keras "
+                         "cbam_block that MEAN-with-CBAM uses has none, so there is no Keras layout to write")
 
-    Returns ``{"checkpoint": path, "keras": path}``. ``directory`` must exist.
+
+def save_keras3_weights(model: MeanSpot, path: Union[str, os.PathLike]) -> None:
+    """Write ``model``'s weights as Keras 3 ``model.save_weights`` does (name it ``.weights.h5``).
+
+    Keras 3 names each layer by its class (``conv2d``, ``conv2d_1``, ...,
+    ``dense``; the heads' output Dense layers too) in ``model.layers``
+    order, which is the order of :func:`save_keras_weights`; a layer's
+    variables are ``vars/0, 1, ...`` in build order. Layers without weights
+    are left out (Keras 3 loads them from nothing).
+    """
+    _check_exportable(model)
+    layers = [(lname, weights) for lname, weights in _layers(model) if weights]
+    name = _Names()
+
+    def write(tmp: str) -> None:
+        with h5py.File(tmp, "w") as f:
+            f.create_group("vars")
+            top = f.create_group("layers")
+            for lname, weights in layers:
+                cls = "dense" if lname in model.head_names else re.sub(r"_\d+$", "", lname)
+                g = top.create_group(name(cls)).create_group("vars")
+                for i, (_, arr) in enumerate(weights):
+                    g.create_dataset(str(i), data=np.ascontiguousarray(arr, dtype=np.float32))
+
+    replace_atomically(os.fspath(path), write)
+
+
+def export_model(model: MeanSpot, directory: Union[str, os.PathLike], stem: str) -> Dict[str, str]:
+    """Write ``<stem>.pt`` (the project's checkpoint), ``<stem>.hdf5`` (TF 2.x ``save_weights``, MEAN's
+    layout) and ``<stem>.weights.h5`` (Keras 3) into ``directory``.
+
+    Returns ``{"checkpoint": path, "keras": path, "keras3": path}``. ``directory`` must exist.
     """
     directory = os.fspath(directory)
     if not os.path.isdir(directory):
         raise InputError(f"directory {directory!r} does not exist or is not a folder")
     if not stem or os.sep in stem or (os.altsep and os.altsep in stem):
         raise InputError(f"stem must be a non-empty file name without a folder, got {stem!r}")
-    paths = {"checkpoint": os.path.join(directory, f"{stem}.pt"), "keras": os.path.join(directory, f"{stem}.hdf5")}
+    paths = {"checkpoint": os.path.join(directory, f"{stem}.pt"), "keras": os.path.join(directory, f"{stem}.hdf5"),
+             "keras3": os.path.join(directory, f"{stem}.weights.h5")}
     save_model(model, paths["checkpoint"])
     save_keras_weights(model, paths["keras"])
+    save_keras3_weights(model, paths["keras3"])
     return paths

@@ -16,7 +16,8 @@ The run folder (``out``)::
 
     settings.json              the exact settings (checked on --resume)
     folds/<NN>_<subject>/      one per finished fold, renamed into place complete:
-        model.pt, model.hdf5   the fold's combined model (checkpoint, Keras save_weights)
+        model.pt, model.hdf5,  the fold's combined model (checkpoint; Keras save_weights, TF 2.x and
+        model.weights.h5   Keras 3 layouts)
         trainer.pt             the trainer state after this fold (what later folds continue from)
         fold.json              counts, intervals per video, the epochs' losses and seconds
         scores/<video>.npz     spot scores (and recognition outputs) of each test video

@@ -18,7 +18,7 @@ from meanspot_fused.io.checkpoints import load_model  # noqa: E402
 from meanspot_fused.io.keras import load_keras  # noqa: E402
 from meanspot_fused.network.reference import MeanSpot  # noqa: E402
 from meanspot_fused.predict import predict_file  # noqa: E402
-from meanspot_fused.training.export import export_model, save_keras_weights  # noqa: E402
+from meanspot_fused.training.export import export_model, save_keras3_weights, save_keras_weights  # noqa: E402
 from meanspot_fused.training.keras_semantics import keras_init_  # noqa: E402
 from meanspot_fused.training.loop import Samples, TrainConfig, Trainer  # noqa: E402
 
@@ -55,9 +55,11 @@ def _same(a: MeanSpot, b: MeanSpot):
 def test_round_trips_are_exact(tmp_path, cbam, heads):
     model = _trained(cbam, heads)
     paths = export_model(model, tmp_path, "s1")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["s1.hdf5", "s1.pt"]  # no temporary files left
+    # no temporary files left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s1.hdf5", "s1.pt", "s1.weights.h5"]
     _same(model, load_model(paths["checkpoint"]))
     _same(model, load_keras(paths["keras"]))
+    _same(model, load_keras(paths["keras3"], cbam=cbam))
     _same(model, load_model(paths["keras"]))
 
 
@@ -115,3 +117,24 @@ def test_export_rejects_what_it_cannot_write(tmp_path):
     with pytest.raises(InputError, match="stem"):
         export_model(MeanSpot(cbam="none"), tmp_path, "a/b")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("cbam", ["none", "all"])
+def test_keras3_file_equals_what_real_keras3_wrote(tmp_path, cbam):
+    """train_step_<cbam>_seed0.weights.h5 was written by Keras 3.15.1's save_weights: loaded and written back,
+    every weight sits at the same path with the same bytes, and nothing else is there."""
+    real = KERAS_CASES / f"train_step_{cbam}_seed0.weights.h5"
+    if not real.is_file():
+        pytest.skip("needs ../shared/keras_cases (real Keras files)")
+    mine = tmp_path / "model.weights.h5"
+    save_keras3_weights(load_keras(real, cbam=cbam), mine)
+
+    def datasets(path):
+        out = {}
+        with h5py.File(path, "r") as f:
+            f.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+        return out
+    want, got = datasets(real), datasets(mine)
+    assert sorted(got) == sorted(want)
+    for name in want:
+        assert got[name].dtype == want[name].dtype and np.array_equal(got[name], want[name]), name
