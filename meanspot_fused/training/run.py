@@ -177,38 +177,22 @@ def recognition_pairs(annotations, dataset: str, subject: Optional[str] = None) 
     return out
 
 
-def _read_maps(path: str, k: int) -> Tuple[np.ndarray, Optional[np.ndarray], Optional[np.ndarray], int]:
-    """(maps (P, 3, 42, 42) float32, frame pairs (M, 2) or None, their maps or None, frames) of a feature file."""
+def _read_maps(path: str) -> Tuple[np.ndarray, Optional[np.ndarray], Optional[np.ndarray]]:
+    """(maps (P, 3, 42, 42) float32, frame pairs (M, 2) or None, their maps (M, 3, 42, 42) or None) of a
+    feature file whose header :func:`_read_header` checked."""
     try:
         with np.load(path, allow_pickle=False) as z:
-            names = set(z.files)
-            if not {"u", "v", "os"} <= names:
-                raise FileError(f"features file {path!r}: expected arrays u, v and os (what `features` writes), "
-                                f"found {sorted(names)}")
-            maps = [z[n] for n in ("u", "v", "os")]
-            file_k = int(z["k"]) if "k" in names else None
-            frames = int(z["frames"]) if "frames" in names else None
-            pairs = z["pairs"] if "pairs" in names else None
-            pair_maps = [z[f"pair_{n}"] for n in ("u", "v", "os")] if pairs is not None else None
+            maps = np.concatenate([z[n].reshape(-1, 1, INPUT_SIZE, INPUT_SIZE) for n in ("u", "v", "os")], axis=1)
+            if "pairs" not in z.files:
+                return maps.astype(np.float32, copy=False), None, None
+            pairs = np.asarray(z["pairs"], dtype=np.int64).reshape(-1, 2)
+            pair_maps = np.concatenate([z[f"pair_{n}"].reshape(-1, 1, INPUT_SIZE, INPUT_SIZE)
+                                        for n in ("u", "v", "os")], axis=1)
     except (OSError, ValueError, KeyError) as e:
-        raise FileError(f"features file {path!r}: not a readable .npz ({e})") from e
-    for name, a in zip(("u", "v", "os"), maps):
-        if a.dtype != np.float32 or a.ndim != 4 or a.shape[1:] != (1, INPUT_SIZE, INPUT_SIZE) \
-                or a.shape[0] != maps[0].shape[0]:
-            raise FileError(f"features file {path!r}: {name} must be float32 of shape (P, 1, {INPUT_SIZE}, "
-                            f"{INPUT_SIZE}) like u's, got {a.dtype} {a.shape}")
-    if file_k is not None and file_k != k:
-        raise FileError(f"features file {path!r} holds pairs at distance k={file_k}, the run uses k={k} "
-                        f"(--k, or the dataset's)")
-    n = maps[0].shape[0]
-    frames = n + k if frames is None else frames
-    if frames != n + k:
-        raise FileError(f"features file {path!r}: {n} pairs at distance {k} but {frames} frames")
-    stacked = np.concatenate(maps, axis=1)
-    if pairs is not None:
-        pair_maps = np.concatenate(pair_maps, axis=1)
-        pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
-    return stacked, pairs, pair_maps, frames
+        raise FileError(f"features file {path!r}: not a readable feature file ({e})") from e
+    if len(pair_maps) != len(pairs):
+        raise FileError(f"features file {path!r}: {len(pairs)} frame pairs but {len(pair_maps)} pair maps")
+    return maps.astype(np.float32, copy=False), pairs, pair_maps.astype(np.float32, copy=False)
 
 
 @dataclasses.dataclass
@@ -279,11 +263,13 @@ def _read_header(path: str, k: int) -> Tuple[int]:
     from ..io.feature_files import open_features
     from ..io.errors import PredictError
     try:
-        f = open_features(path)
+        with open_features(path) as f:
+            n, layout = f.n, f.layout
     except PredictError as e:
         raise FileError(str(e)) from e
-    n = f.n
-    f.close()
+    if layout != "u/v/os":
+        raise FileError(f"features file {path!r} holds one stacked array; train reads the u, v and os arrays "
+                        f"(and the recognition pairs) that `meanspot-fused features` writes")
     with np.load(path, allow_pickle=False) as z:
         if "k" in z.files and int(z["k"]) != k:
             raise FileError(f"features file {path!r} holds pairs at distance k={int(z['k'])}, the run uses k={k} "
@@ -293,38 +279,32 @@ def _read_header(path: str, k: int) -> Tuple[int]:
 
 def _gather(gt: GroundTruth, files: Dict[str, str], samples, recog, k: int, cache_dir: str,
             log: Callable[[str], None]) -> Tuple[np.ndarray, np.ndarray]:
-    """The spotting maps in one memory-mapped file (reused when the feature files did not change) and the
-    recognition pairs' maps in memory."""
+    """The spotting maps in one memory-mapped file and the recognition pairs' maps in another, both reused
+    while the feature files and the samples stay the same (a resumed run reads no feature file again)."""
     os.makedirs(cache_dir, exist_ok=True)
-    path, meta_path = os.path.join(cache_dir, "maps.npy"), os.path.join(cache_dir, "maps.json")
+    path, recog_path = os.path.join(cache_dir, "maps.npy"), os.path.join(cache_dir, "recog.npy")
+    meta_path = os.path.join(cache_dir, "maps.json")
     n = int(samples.starts[-1])
-    meta = {"keys": list(samples.video_keys), "files": _fingerprint(files), "k": k, "samples": n}
+    meta = {"keys": list(samples.video_keys), "files": _fingerprint(files), "k": k, "samples": n,
+            "recog": [[r.video, r.onset, r.apex] for r in recog]}
+    try:
+        with open(meta_path, encoding="utf-8") as f:
+            if json.load(f) == meta:
+                log(f"samples: {n:,} spotting maps reused from {path}")
+                return np.load(path, mmap_mode="r"), np.load(recog_path)
+    except (OSError, ValueError):
+        pass
+    if os.path.exists(meta_path):
+        os.remove(meta_path)
+    log(f"samples: gathering {n:,} spotting maps ({n * _MAPS_PER_SAMPLE * 4 / 2**30:.2f} GiB) into {path}")
+    maps = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, 3, INPUT_SIZE, INPUT_SIZE))
     recog_maps = np.zeros((len(recog), 3, INPUT_SIZE, INPUT_SIZE), np.float32)
     wanted: Dict[int, List[int]] = {}
     for r, sample in enumerate(recog):
         wanted.setdefault(sample.video, []).append(r)
-    try:
-        with open(meta_path, encoding="utf-8") as f:
-            reuse = json.load(f) == meta and os.path.isfile(path)
-    except (OSError, ValueError):
-        reuse = False
-    maps = None
-    if reuse:
-        maps = np.load(path, mmap_mode="r")
-        log(f"samples: {n:,} spotting maps reused from {path}")
-        if not wanted:
-            return maps, recog_maps
-    else:
-        if os.path.exists(meta_path):
-            os.remove(meta_path)
-        log(f"samples: gathering {n:,} spotting maps ({n * _MAPS_PER_SAMPLE * 4 / 2**30:.2f} GiB) into {path}")
-        maps = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, 3, INPUT_SIZE, INPUT_SIZE))
     for j, video in enumerate(gt.videos):
-        if reuse and j not in wanted:
-            continue
-        stacked, pairs, pair_maps, _ = _read_maps(files[video.key], k)
-        if not reuse:
-            maps[samples.video_slice(j)] = stacked
+        stacked, pairs, pair_maps = _read_maps(files[video.key])
+        maps[samples.video_slice(j)] = stacked
         for r in wanted.get(j, ()):
             onset, apex = recog[r].onset, recog[r].apex
             hit = np.flatnonzero((pairs[:, 0] == onset) & (pairs[:, 1] == apex)) if pairs is not None else []
@@ -334,11 +314,11 @@ def _gather(gt: GroundTruth, files: Dict[str, str], samples, recog, k: int, cach
                                 f"`meanspot-fused features ... --annotations ANNOTATIONS --dataset "
                                 f"{gt.dataset}` (or train with --no-recognition)")
             recog_maps[r] = pair_maps[hit[0]]
-    if not reuse:
-        maps.flush()
-        replace_atomically(meta_path, lambda tmp: _write_json(tmp, meta))
-        maps = np.load(path, mmap_mode="r")
-    return maps, recog_maps
+    maps.flush()
+    del maps
+    np.save(recog_path, recog_maps)
+    replace_atomically(meta_path, lambda tmp: _write_json(tmp, meta))
+    return np.load(path, mmap_mode="r"), recog_maps
 
 
 def _write_json(path: str, data: Any) -> None:

@@ -143,6 +143,7 @@ def test_fold_models_load_from_both_formats_and_spot(corpus, trained, tmp_path):
     ("outside", "lie outside the video's 90 frames"),
     ("no_pairs", "lacks the (onset, apex)"),
     ("bad_fix", "unknown name"),
+    ("other_k", "holds pairs at distance k=3, the run uses k=4"),
 ])
 def test_bad_inputs_exit_2_and_write_nothing(corpus, tmp_path, capsys, change, message):
     ann = tmp_path / "ann.csv"
@@ -163,6 +164,8 @@ def test_bad_inputs_exit_2_and_write_nothing(corpus, tmp_path, capsys, change, m
         text = "\n".join([lines[0], ",".join(fields)] + lines[2:]) + "\n"
     elif change == "bad_fix":
         argv += ["--fix", "everything"]
+    elif change == "other_k":
+        argv += ["--k", "4"]
     ann.write_text(text)
     assert main(argv) == 2
     assert message in capsys.readouterr().err
