@@ -15,18 +15,6 @@
 namespace meanspot {
 namespace {
 
-template <typename scalar_t, int kMode>
-void launch_cbam(const scalar_t* x, const scalar_t* w1, const scalar_t* b1, const scalar_t* w2, const scalar_t* b2,
-                 const scalar_t* sw, double spatial_scale, double spatial_shift, const gpu::cbam::CbamShape& s,
-                 const gpu::cbam::CbamLayout& l, int64_t smem, unsigned int grid, acc_t<scalar_t>* workspace, int device,
-                 cudaStream_t stream, scalar_t* out) {
-  using acc = acc_t<scalar_t>;
-  gpu::require_dynamic_smem<gpu::cbam::cbam_kernel<scalar_t, kMode>>(smem, device, "meanspot_fused.cbam");
-  gpu::cbam::cbam_kernel<scalar_t, kMode><<<grid, kThreads, smem, stream>>>(
-      x, w1, b1, w2, b2, sw, acc(spatial_scale), acc(spatial_shift), s, l, workspace, out);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-}
-
 template <typename scalar_t>
 void cbam_cuda_impl(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w2,
                     const at::Tensor& b2, const at::Tensor& sw, double spatial_scale, double spatial_shift,
@@ -44,11 +32,14 @@ void cbam_cuda_impl(const at::Tensor& x, const at::Tensor& w1, const at::Tensor&
   at::Tensor workspace;
   if (p.workspace > 0) workspace = at::empty({p.workspace}, x.options().dtype(gpu::acc_scalar_type<scalar_t>()));
   const auto launch = [&](auto mode) {
-    launch_cbam<scalar_t, decltype(mode)::value>(
+    constexpr int kMode = decltype(mode)::value;
+    gpu::require_dynamic_smem<k::cbam_kernel<scalar_t, kMode>>(p.smem, device, "meanspot_fused.cbam");
+    k::cbam_kernel<scalar_t, kMode><<<p.blocks, k::kThreads, p.smem, stream>>>(
         x.const_data_ptr<scalar_t>(), w1.const_data_ptr<scalar_t>(), b1.const_data_ptr<scalar_t>(),
-        w2.const_data_ptr<scalar_t>(), b2.const_data_ptr<scalar_t>(), sw.const_data_ptr<scalar_t>(), spatial_scale,
-        spatial_shift, s, l, p.smem, p.blocks, workspace.defined() ? workspace.mutable_data_ptr<acc>() : nullptr,
-        device, stream, out.mutable_data_ptr<scalar_t>());
+        w2.const_data_ptr<scalar_t>(), b2.const_data_ptr<scalar_t>(), sw.const_data_ptr<scalar_t>(),
+        acc(spatial_scale), acc(spatial_shift), s, l, workspace.defined() ? workspace.mutable_data_ptr<acc>() : nullptr,
+        out.mutable_data_ptr<scalar_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
   };
   k::with_mode(p.mode, launch);
 }

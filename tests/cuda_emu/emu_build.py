@@ -7,7 +7,7 @@ Modes:
   memcheck  everything under AddressSanitizer and UndefinedBehaviorSanitizer.
 
 The binary lands in <build dir>/<mode>-<hash>/emu, where the build dir is
-$MEANSPOT_EMU_BUILD_DIR or build/cuda_emu under the repository root. Used by
+$MEANSPOT_EMU_BUILD_DIR or build/cuda_emu under the source tree. Used by
 test_emu.py and mutants.py.
 """
 import hashlib
@@ -19,7 +19,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent.parent
+# The tree whose kernels are built: this checkout, or a mutated copy of it
+# ($MEANSPOT_EMU_ROOT, set by mutants.py).
+ROOT = Path(os.environ.get("MEANSPOT_EMU_ROOT") or HERE.parent.parent)
 RUNTIME = ["emu_runtime.cpp", "emu_main.cpp"]
 # Kernel translation units and their FMA contraction policy.
 KERNEL_UNITS = {"ops_network.cpp": "fast", "ops_features.cpp": "fast", "ops_tvl1.cpp": "off"}

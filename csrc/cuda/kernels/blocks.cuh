@@ -1,7 +1,7 @@
-// The device blocks both the per-op CBAM kernel (cbam.cuh) and the
+// The device blocks the per-op kernels (conv_block.cuh, cbam.cuh) and the
 // whole-network kernel (meanspot_net.cuh) are made of, written once: the
-// CBAM steps, each a loop of the whole thread block ending with a barrier,
-// and the max pool. Operation order of the CPU kernel (cpu::cbam_sample in
+// convolution window of a conv block, the CBAM steps (each a loop of the
+// whole thread block ending with a barrier) and the max pool. Operation order of the CPU kernel (cpu::cbam_sample in
 // csrc/cpu/kernels/sample_kernels.h):
 //   g_c = sigmoid(MLP(mean_hw x) + MLP(max_hw x)),  MLP(t) = W2 relu(W1 t + b1) + b2
 //   s   = sigmoid(scale * conv_same([mean_c (x * g_c), max_c (x * g_c)], spatial_weight) + shift)
@@ -19,6 +19,32 @@
 namespace meanspot {
 namespace gpu {
 namespace blocks {
+
+// conv[j] += w[j * taps + (ci * K + kh) * K + kw] * in[ci * channel_stride + kh * row_stride + kw]
+// over ci < cin, kh, kw < K, for the COB output channels j, in the CPU
+// kernel's order (ci, kh, kw). `in` points at the window's top-left tap of
+// channel 0 of a zero-padded input (no bounds tests); one input read feeds
+// COB FMAs held in registers. kKernel > 0 fixes K at compile time (the tap
+// loops unroll: the network's 5 x 5 convs); 0 takes `kernel` at run time
+// (conv_block, any odd K; not unrolled).
+template <int COB, int kKernel, typename acc>
+__device__ __forceinline__ void conv_window(const acc* in, int channel_stride, int row_stride, int cin, int kernel,
+                                            const acc* w, int taps, acc (&conv)[COB]) {
+  const int k = kKernel > 0 ? kKernel : kernel;
+  for (int ci = 0; ci < cin; ++ci) {
+#pragma unroll(kKernel > 0 ? kKernel : 1)
+    for (int kh = 0; kh < k; ++kh) {
+      const acc* in_row = in + ci * channel_stride + kh * row_stride;
+      const acc* w_row = w + (ci * k + kh) * k;
+#pragma unroll(kKernel > 0 ? kKernel : 1)
+      for (int kw = 0; kw < k; ++kw) {
+        const acc v = in_row[kw];
+#pragma unroll
+        for (int j = 0; j < COB; ++j) conv[j] += w_row[j * taps + kw] * v;
+      }
+    }
+  }
+}
 
 // One sample's (C, H, W) activations: element (c, h, w) at data[c * c_stride + h * h_stride + w * w_stride].
 template <typename T>

@@ -11,7 +11,8 @@
 // (Cin x (tile_rows * pool + K - 1) x (W + K - 1), halo included) and the
 // COB x Cin x K x K weights, then each thread produces one pooled pixel for all
 // COB channels: it runs the pool x pool conv outputs of its window with COB
-// accumulators in registers (one shared-memory input read feeds COB FMAs,
+// accumulators in registers (blocks.cuh's conv_window, which the network
+// kernel's convs use too: one shared-memory input read feeds COB FMAs,
 // weights are warp-wide broadcasts), applies relu_affine and folds them with
 // nan_max. tile_rows is the whole height unless shared memory (48 KB) or too
 // few blocks for the device ask for less.
@@ -30,6 +31,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "blocks.cuh"
 #include "common.cuh"
 
 namespace meanspot {
@@ -140,17 +142,7 @@ conv_block_tiled_kernel(const scalar_t* __restrict__ x, const scalar_t* __restri
           acc conv[COB];
 #pragma unroll
           for (int j = 0; j < COB; ++j) conv[j] = s_bias[j];
-          for (int ci = 0; ci < s.cin; ++ci) {
-            for (int kh = 0; kh < kernel; ++kh) {
-              const acc* in_row = in_win + (ci * rows + kh) * padded_width;
-              const acc* w_row = s_w + ci * kk + kh * kernel;
-              for (int kw = 0; kw < kernel; ++kw) {
-                const acc v = in_row[kw];
-#pragma unroll
-                for (int j = 0; j < COB; ++j) conv[j] += w_row[j * taps + kw] * v;
-              }
-            }
-          }
+          blocks::conv_window<COB, 0>(in_win, rows * padded_width, padded_width, s.cin, kernel, s_w, taps, conv);
 #pragma unroll
           for (int j = 0; j < COB; ++j) pooled[j] = nan_max(pooled[j], relu_affine(conv[j], s_scale[j], s_shift[j]));
         }

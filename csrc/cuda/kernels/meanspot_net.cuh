@@ -36,13 +36,14 @@
 // registers or kernel parameters (see NetTable), so there is no stack frame.
 // Steps of one sample, separated by __syncthreads():
 //   per branch: stage the padded input and the conv parameters; conv with F
-//   accumulators per thread (thread per pixel); [CBAM: the steps of
-//   blocks.cuh, which the per-op cbam kernel runs too]; thread per pooled
+//   accumulators per thread (thread per pixel); [CBAM]; thread per pooled
 //   output into merged.
 //   per head: stage the conv weights; conv (thread per pixel and group of 4
 //   output channels); [CBAM]; max pool 2 into the features; Dense (warp per
 //   output, shuffle sum) written to the output row; softmax in place on that
 //   row with block-wide max and sum.
+// The conv windows, the CBAM steps and the max pools are blocks.cuh's, the
+// code the per-op conv_block and cbam kernels run too.
 // Host wrapper: ../meanspot_net_cuda.cu; plan() below is the launch both the
 // wrapper and the SIMT emulator (tests/cuda_emu) use.
 #pragma once
@@ -163,15 +164,7 @@ __device__ __forceinline__ void branch_conv(const acc* padded, const acc* bw, ac
     acc a[F];
 #pragma unroll
     for (int f = 0; f < F; ++f) a[f] = bw[NetSmem::kBwBias + f];
-#pragma unroll
-    for (int kh = 0; kh < kBK; ++kh) {
-#pragma unroll
-      for (int kw = 0; kw < kBK; ++kw) {
-        const acc v = padded[(h + kh) * kSP + w + kw];
-#pragma unroll
-        for (int f = 0; f < F; ++f) a[f] += bw[f * kBK * kBK + kh * kBK + kw] * v;
-      }
-    }
+    blocks::conv_window<F, kBK>(padded + h * kSP + w, 0, kSP, 1, kBK, bw, kBK * kBK, a);
 #pragma unroll
     for (int f = 0; f < F; ++f)
       act[f * kPlane + q] = relu_affine(a[f], bw[NetSmem::kBwScale + f], bw[NetSmem::kBwShift + f]);
@@ -190,19 +183,7 @@ __device__ __forceinline__ void head_conv(const acc* merged, const acc* weight, 
     acc a[kHeadGroup];
 #pragma unroll
     for (int j = 0; j < kHeadGroup; ++j) a[j] = bias[g * kHeadGroup + j];
-    for (int ci = 0; ci < kM; ++ci) {
-#pragma unroll
-      for (int kh = 0; kh < kHK; ++kh) {
-        const acc* in_row = merged + ci * kMPlane + (h + kh) * kMP + w;
-        const acc* w_row = wg + ci * kHK * kHK + kh * kHK;
-#pragma unroll
-        for (int kw = 0; kw < kHK; ++kw) {
-          const acc v = in_row[kw];
-#pragma unroll
-          for (int j = 0; j < kHeadGroup; ++j) a[j] += w_row[j * kHeadTaps + kw] * v;
-        }
-      }
-    }
+    blocks::conv_window<kHeadGroup, kHK>(merged + h * kMP + w, kMPlane, kMP, kM, kHK, wg, kHeadTaps, a);
 #pragma unroll
     for (int j = 0; j < kHeadGroup; ++j) act[(g * kHeadGroup + j) * kHPlane + q] = relu(a[j]);
   }
