@@ -18,7 +18,7 @@ namespace emu {
 // A C-ordered array in its own exact-size heap block (ASan red zones around
 // it in memcheck mode), registered as global memory for the race mode.
 struct Array {
-  std::string dtype;  // numpy descr: <f4, <f8, |u1, <i8
+  std::string dtype;  // numpy descr: <f4, <f8, <f2, |u1, <i8; <u2 holds bfloat16 bits
   std::vector<int64_t> shape;
   unsigned char* data = nullptr;
   std::size_t bytes = 0;

@@ -32,6 +32,7 @@ std::size_t itemsize(const std::string& dtype) {
   if (dtype == "<f4") return 4;
   if (dtype == "<f8" || dtype == "<i8") return 8;
   if (dtype == "|u1") return 1;
+  if (dtype == "<f2" || dtype == "<u2") return 2;  // float16; bfloat16 as its raw bits
   input_error("unsupported dtype " + dtype);
 }
 

@@ -1,5 +1,5 @@
 // The network ops under the emulator: conv_block, channel_pool, spatial_pool,
-// cbam, meanspot_net (float32 and float64), launched as their host wrappers (csrc/cuda/*_cuda.cu)
+// cbam, meanspot_net (float32, float64, float16, bfloat16), launched as their host wrappers (csrc/cuda/*_cuda.cu)
 // launch them, from the same plan functions. Built with -ffp-contract=fast
 // (and -mfma on x86) so that a * b + c contracts into an FMA as nvcc's
 // default -fmad=true does; the tolerances in test_emu.py allow for the
@@ -12,6 +12,7 @@
 #include "../../csrc/cuda/kernels/meanspot_net.cuh"
 #include "../../csrc/cuda/kernels/spatial_pool.cuh"
 #include "driver.h"
+#include "emu_half.h"
 
 namespace emu {
 namespace {
@@ -154,14 +155,20 @@ void meanspot_net(Io& io) {
   }
 }
 
-// Runs fn<float> or fn<double> by the dtype of input `name`.
-#define EMU_FLOAT_OP(op, name)                                     \
-  Register register_##op(#op, [](Io& io) {                        \
-    if (io.input(name).dtype == "<f8") {                           \
-      op<double>(io);                                              \
-    } else {                                                       \
-      op<float>(io);                                               \
-    }                                                              \
+// Runs op<T> for the dtype of input `name`: float64, float16, bfloat16 (its
+// raw bits as uint16) or float32.
+#define EMU_FLOAT_OP(op, name)                        \
+  Register register_##op(#op, [](Io& io) {           \
+    const std::string& t = io.input(name).dtype;      \
+    if (t == "<f8") {                                 \
+      op<double>(io);                                 \
+    } else if (t == "<f2") {                          \
+      op<Half>(io);                                   \
+    } else if (t == "<u2") {                          \
+      op<BFloat16>(io);                               \
+    } else {                                          \
+      op<float>(io);                                  \
+    }                                                 \
   });
 
 EMU_FLOAT_OP(conv_block, "x")

@@ -21,7 +21,8 @@ import meanspot_fused as mf
 from meanspot_fused.network.fuse import pack_network
 
 import emu_build
-from helpers import HEAD_SETS, random_inputs, random_model
+from helpers import (HEAD_SETS, as_tuple, assert_low_precision_close, cbam_ref, channel_pool_ref, conv_block_ref,
+                     random_inputs, random_model, spatial_pool_ref)
 
 OPS = torch.ops.meanspot_fused
 SCHEDULES = ("forward", "reverse", "random:7")
@@ -52,13 +53,24 @@ def emu():
     return get
 
 
+def _to_numpy(t):
+    """bfloat16 travels as its raw bits (numpy has no bfloat16; the emulator reads <u2 as bfloat16)."""
+    if isinstance(t, torch.Tensor) and t.dtype == torch.bfloat16:
+        return t.view(torch.int16).numpy().view(np.uint16)
+    return t.numpy() if isinstance(t, torch.Tensor) else t
+
+
+def as_torch(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16) if a.dtype == np.uint16 else torch.from_numpy(a)
+
+
 def run_emu(exe: Path, op: str, inputs: dict, params: dict, schedule: str, tmp_path: Path) -> dict:
     """Runs `op` in the emulator on numpy/torch `inputs`; its outputs as numpy arrays."""
     d_in, d_out = tmp_path / "in", tmp_path / "out"
     d_in.mkdir(exist_ok=True)
     d_out.mkdir(exist_ok=True)
     for name, t in inputs.items():
-        np.save(d_in / f"{name}.npy", np.ascontiguousarray(t.numpy() if isinstance(t, torch.Tensor) else t))
+        np.save(d_in / f"{name}.npy", np.ascontiguousarray(_to_numpy(t)))
     (d_in / "params.txt").write_text("".join(f"{k} {v}\n" for k, v in params.items()))
     r = subprocess.run([str(exe), op, str(d_in), str(d_out), schedule], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, f"emulator exit {r.returncode} ({op}, {exe.parent.name}, {schedule}):\n{r.stderr[-6000:]}"
@@ -198,6 +210,46 @@ def test_network_nonfinite_spatial_weight(emu, value, tmp_path):
     out = run_emu(emu("plain"), "meanspot_net", dict(u=u, v=v, os=os, params=packed, config=np.array(config)), {},
                   "forward", tmp_path)
     close(out["out"], OPS.meanspot_net(u, v, os, packed, config), TOL_NET[torch.float64])
+
+
+# --- float16 and bfloat16 ------------------------------------------------------------------------------------------
+# The kernels' 16-bit instantiations (storage in 16 bits, arithmetic in
+# float), judged as tests/network/test_cuda.py judges them on a GPU: the
+# error against the float64 result of the same rounded inputs is at most twice
+# the error of the plain PyTorch reference run in that precision (on the CPU
+# here), plus one ulp at the output's scale.
+def _low_args(op, dtype, seed):
+    g = _gen(seed)
+    r = lambda *s: (torch.rand(*s, generator=g, dtype=torch.float64) * 2 - 1).to(dtype)  # noqa: E731
+    if op == "conv_block":
+        return dict(x=r(3, 2, 9, 6), weight=r(5, 2, 3, 3), bias=r(5), scale=r(5) + 1.5, shift=r(5)), dict(pool=3)
+    if op == "cbam":
+        a = dict(x=r(3, 4, 8, 8) * 3, mlp_w1=r(2, 4), mlp_b1=r(2), mlp_w2=r(4, 2), mlp_b2=r(4), spatial_weight=r(1, 2, 5, 5))
+        return a, dict(spatial_scale=1.0, spatial_shift=0.0, pool=2)
+    return dict(x=r(3, 5, 7, 9) * 3), {}
+
+
+def _low_reference(op, a, p):
+    if op == "conv_block":
+        return conv_block_ref(a["x"], a["weight"], a["bias"], a["scale"], a["shift"], p["pool"])
+    if op == "cbam":
+        return cbam_ref(a["x"], a["mlp_w1"], a["mlp_b1"], a["mlp_w2"], a["mlp_b2"], a["spatial_weight"],
+                        p["spatial_scale"], p["spatial_shift"], p["pool"])
+    return channel_pool_ref(a["x"]) if op == "channel_pool" else spatial_pool_ref(a["x"])
+
+
+@pytest.mark.parametrize("run", [("plain", "random:5"), ("race", "forward")], ids=["plain", "race"])
+@pytest.mark.parametrize("op", ["conv_block", "channel_pool", "spatial_pool", "cbam"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_low_precision(emu, run, op, dtype, tmp_path):
+    a, p = _low_args(op, dtype, seed=len(op))
+    out = run_emu(emu(run[0]), op, a, p, run[1], tmp_path)
+    got = [as_torch(out[k]) for k in (("mean", "max") if op == "channel_pool" else ("out",))]
+    exact = as_tuple(_low_reference(op, {k: v.double() for k, v in a.items()}, p))
+    ref_low = as_tuple(_low_reference(op, a, p))
+    for i, (g, r, e) in enumerate(zip(got, ref_low, exact)):
+        assert g.dtype == dtype
+        assert_low_precision_close(g, r, e, f"{op} output {i}", reference="PyTorch on the CPU")
 
 
 # --- meanspot_net --------------------------------------------------------------------------------------------------
