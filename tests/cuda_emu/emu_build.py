@@ -24,7 +24,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = Path(os.environ.get("MEANSPOT_EMU_ROOT") or HERE.parent.parent)
 RUNTIME = ["emu_runtime.cpp", "emu_main.cpp"]
 # Kernel translation units and their FMA contraction policy.
-KERNEL_UNITS = {"ops_network.cpp": "fast", "ops_features.cpp": "fast", "ops_tvl1.cpp": "off"}
+KERNEL_UNITS = {"ops_network.cpp": "fast", "ops_features.cpp": "fast", "ops_tvl1.cpp": "off", "ops_selftest.cpp": "fast"}
 MODES = ("plain", "race", "memcheck")
 
 

@@ -101,11 +101,12 @@ def copy_tree(dst: Path):
 
 def run_stage(tree: Path, build: Path, tests: str, stage: str) -> bool:
     """True when the stage's tests fail on the mutant (the mutant is caught)."""
+    # The copy's own tests and build script; the package (CPU ops) and tests/helpers.py from this checkout.
     env = dict(os.environ, MEANSPOT_EMU_ROOT=str(tree), MEANSPOT_EMU_BUILD_DIR=str(build),
-               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", str(HERE / "test_emu.py"),
-           "-k", f"({tests}) and {stage}"]
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+               PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]))
+    cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+           str(tree / "tests" / "cuda_emu" / "test_emu.py"), "-k", f"({tests}) and {stage}"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tree)
     if r.returncode not in (0, 1):
         raise RuntimeError(f"pytest failed to run (exit {r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
     return r.returncode == 1
@@ -121,6 +122,10 @@ def main():
         base = Path(tmp) / "tree"
         copy_tree(base)
         build = Path(tmp) / "build"
+        # The unmutated copy must pass every stage, or a "caught" would mean nothing.
+        for stage, k in STAGES:
+            if run_stage(base, build, "test_", k):
+                sys.exit(f"the unmutated sources fail the {stage} stage: fix that first")
         for name, header, mutate in mutants():
             if args.only not in name:
                 continue

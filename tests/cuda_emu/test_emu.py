@@ -77,6 +77,13 @@ def run_emu(exe: Path, op: str, inputs: dict, params: dict, schedule: str, tmp_p
     return {p.stem: np.load(p) for p in d_out.glob("*.npy")}
 
 
+def run_raw(exe: Path, op: str, params: dict, tmp_path: Path):
+    d = tmp_path / "raw"
+    d.mkdir(exist_ok=True)
+    (d / "params.txt").write_text("".join(f"{k} {v}\n" for k, v in params.items()))
+    return subprocess.run([str(exe), op, str(d), str(d)], capture_output=True, text=True, timeout=120)
+
+
 def close(got: np.ndarray, expected: torch.Tensor, tol: dict):
     torch.testing.assert_close(torch.from_numpy(got), expected, equal_nan=True, **tol)
 
@@ -93,6 +100,31 @@ def _spiked(x: torch.Tensor, seed: int) -> torch.Tensor:
     for i, v in zip(idx.tolist(), (float("nan"), float("inf"), -float("inf"))):
         flat[i] = v
     return x
+
+
+# --- the emulator's own checks ------------------------------------------------------------------------------------
+# (case, mode, exit status, what the message must say); the kernels are in ops_selftest.cpp.
+SELF_CASES = [
+    ("divergent_barrier", "plain", 3, "divergent __syncthreads"),
+    ("mask_excludes_self", "plain", 3, "excludes the calling lane"),
+    ("mask_lane_exited", "plain", 3, "has exited"),
+    ("shuffle_other_site", "plain", 3, "is at __shfl_xor_sync at tests/cuda_emu/ops_selftest.cpp:"),
+    ("shared_race", "race", 4, "hazard on shared memory"),
+    ("cross_block", "race", 4, "cross-block hazard on global memory"),
+    ("warp_and_atomics", "race", 0, ""),
+]
+
+
+@pytest.mark.parametrize("case,mode,status,message", SELF_CASES, ids=[c[0] for c in SELF_CASES])
+def test_emulator_checks(emu, case, mode, status, message, tmp_path):
+    r = run_raw(emu(mode), "selftest", dict(case=case), tmp_path)
+    assert r.returncode == status, r.stderr[-3000:]
+    assert message in r.stderr, r.stderr[-3000:]
+    if case == "shared_race":  # both source lines are named
+        assert r.stderr.count("tests/cuda_emu/ops_selftest.cpp:") >= 2, r.stderr
+    if case == "warp_and_atomics":
+        out = np.load(tmp_path / "raw" / "out.npy").view(np.int32)  # int64 slots used as int pairs
+        assert out[0] == 128 and (out[1:129] == 7).all(), out
 
 
 # --- conv_block --------------------------------------------------------------------------------------------------
