@@ -10,6 +10,7 @@ minutes on 2 cores. Tolerances sit beside the cases; they only allow for
 summation order and FMA contraction (GCC and nvcc contract a * b + c in
 different places), except tvl1_flow, which must be bit-exact.
 """
+import copy
 import subprocess
 from pathlib import Path
 
@@ -282,6 +283,23 @@ def test_low_precision(emu, run, op, dtype, tmp_path):
     for i, (g, r, e) in enumerate(zip(got, ref_low, exact)):
         assert g.dtype == dtype
         assert_low_precision_close(g, r, e, f"{op} output {i}", reference="PyTorch on the CPU")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_network_low_precision(emu, dtype, tmp_path):
+    # The model and inputs rounded to dtype; "exact" is the float64 run of those rounded values.
+    model_low = random_model("all", ("spot", "recog"), seed=3, recog_classes=5).to(dtype)
+    exact_model = copy.deepcopy(model_low).double()
+    u, v, os = (t.to(dtype) for t in random_inputs(3, seed=3))
+    packed, config = pack_network(exact_model, dtype)
+    out = run_emu(emu("plain"), "meanspot_net", dict(u=u, v=v, os=os, params=packed, config=np.array(config)), {},
+                  "random:3", tmp_path)
+    got = torch.split(as_torch(out["out"]), [1, 5], dim=1)
+    with torch.no_grad():
+        exact = exact_model(u.double(), v.double(), os.double())
+        ref_low = model_low(u, v, os)
+    for i, (g, r, e) in enumerate(zip(got, ref_low, exact)):
+        assert_low_precision_close(g, r, e, f"meanspot_net head {i}", "reference module on the CPU")
 
 
 # --- meanspot_net --------------------------------------------------------------------------------------------------
