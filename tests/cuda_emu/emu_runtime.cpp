@@ -100,6 +100,12 @@ const void* main_stack_bottom = nullptr;
 std::size_t main_stack_size = 0;
 #endif
 
+std::string hex(unsigned int v) {
+  char buf[16];
+  std::snprintf(buf, sizeof(buf), "0x%08x", v);
+  return buf;
+}
+
 std::string where(const Site& s) { return std::string(s.file) + ":" + std::to_string(s.line); }
 
 std::string thread_name(const Fiber& f) {
@@ -321,8 +327,8 @@ bool resolve_warps(int threads) {
         fail(std::string(op_name(f.op)) + " at " + where(f.site) + " by " + thread_name(f) + ": mask lane " +
              std::to_string(lane) + " is at " + op_name(g.op) + " at " + where(g.site));
       if (g.mask != f.mask)
-        fail(std::string(op_name(f.op)) + " at " + where(f.site) + ": lanes disagree on the mask (0x" +
-             std::to_string(f.mask) + " vs 0x" + std::to_string(g.mask) + ")");
+        fail(std::string(op_name(f.op)) + " at " + where(f.site) + ": lanes disagree on the mask (" + hex(f.mask) +
+             " vs " + hex(g.mask) + ")");
     }
     if (!complete) continue;
     const uint32_t epoch = ++warp_counters[t / 32];
@@ -440,7 +446,7 @@ void warp_op(WarpOp op, unsigned int mask, const void* value, void* result, std:
   const int lane = f->tid % 32;
   if (!(mask >> lane & 1u))
     fail(std::string(op_name(op)) + " at " + where(site) + " by " + thread_name(*f) + " (lane " +
-         std::to_string(lane) + ") with mask 0x" + std::to_string(mask) + ", which excludes the calling lane");
+         std::to_string(lane) + ") with mask " + hex(mask) + ", which excludes the calling lane");
   if (width <= 0 || width > 32 || (width & (width - 1)) != 0)
     fail(std::string(op_name(op)) + " at " + where(site) + ": width " + std::to_string(width) +
          " is not a power of two up to 32");
