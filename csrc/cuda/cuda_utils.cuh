@@ -1,9 +1,10 @@
 // Host helpers shared by the CUDA entry points of meanspot_fused: the dtype
-// check and dispatch, cached device attributes, 1-D grid sizing for
-// grid-stride loops, the once-per-kernel opt-in to more than 48 KB of dynamic
-// shared memory, and strided views of the activations (the entry points never
-// copy their inputs). The device helpers live in kernels/common.cuh (no torch
-// include, shared with the SIMT emulator).
+// check and dispatch, cached device attributes and the device limits the
+// launch plans of kernels/ take, the once-per-kernel opt-in to more than 48 KB
+// of dynamic shared memory, and strided views of the activations (the entry
+// points never copy their inputs). The device helpers and the launch
+// arithmetic live in kernels/common.cuh (no torch include, shared with the
+// SIMT emulator).
 //
 // Deliberately free of <ATen/cuda/CUDAContext.h> (it pulls in cuBLAS and
 // cuSPARSE headers that a minimal toolkit lacks); device attributes come from
