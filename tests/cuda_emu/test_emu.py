@@ -359,8 +359,12 @@ def test_mean_roi_features(emu, run, shape, tmp_path):
 # --- tvl1_flow -------------------------------------------------------------------------------------------------------
 # Tiny pyramids and iteration counts (the kernel's 1024 threads are each a
 # fiber); 16 is the smallest side the op accepts. Bit-exact against the CPU op.
-TVL1_CASES = [((2, 16, 20), "opencv4", np.uint8, 5), ((1, 24, 24), "opencv5", np.float32, 3),
-              ((2, 20, 17), "opencv4.14", np.uint8, 0)]
+# The last case: identical frames and epsilon 0. Every update is exactly 0,
+# so the squared-update sum equals the threshold: the kernel's too-close-to-
+# call branch (thread 0's serial float sum, broadcast through shared memory)
+# decides every stop.
+TVL1_CASES = [((2, 16, 20), "opencv4", np.uint8, 5, False), ((1, 24, 24), "opencv5", np.float32, 3, False),
+              ((2, 20, 17), "opencv4.14", np.uint8, 0, False), ((2, 16, 16), "opencv5", np.uint8, 3, True)]
 
 
 def _frames(shape, dtype, seed):
@@ -377,12 +381,14 @@ def _frames(shape, dtype, seed):
 
 
 @pytest.mark.parametrize("run", RUNS, ids=RUN_IDS)
-@pytest.mark.parametrize("case", TVL1_CASES, ids=lambda c: f"{c[0]}-{c[1]}")
+@pytest.mark.parametrize("case", TVL1_CASES, ids=lambda c: f"{c[0]}-{c[1]}{'-still' if c[4] else ''}")
 def test_tvl1_flow(emu, run, case, tmp_path):
-    shape, remap, dtype, median = case
+    shape, remap, dtype, median, still = case
     prev, nxt = _frames(shape, dtype, seed=shape[1])
-    p = dict(tau=0.25, **{"lambda": 0.15}, theta=0.3, scales=2, warps=2, epsilon=0.01, inner=6, outer=2,
-             scale_step=0.8, median=median, remap=remap)
+    if still:
+        nxt = prev.copy()
+    p = dict(tau=0.25, **{"lambda": 0.15}, theta=0.3, scales=2, warps=2, epsilon=0.0 if still else 0.01, inner=6,
+             outer=2, scale_step=0.8, median=median, remap=remap)
     out = run_emu(emu(run[0]), "tvl1_flow", dict(prev=prev, next=nxt), p, run[1], tmp_path)
     flow, counts = OPS.tvl1_flow(torch.from_numpy(prev), torch.from_numpy(nxt), p["tau"], p["lambda"], p["theta"],
                                  p["scales"], p["warps"], p["epsilon"], p["inner"], p["outer"], p["scale_step"],
