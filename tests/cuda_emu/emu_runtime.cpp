@@ -25,9 +25,11 @@
 // UBSan; fiber switches are annotated for ASan; the dynamic shared arena is
 // an exact-size heap block per block (ASan red zones on both sides).
 //
-// In every mode shared memory (dynamic and static) is filled with 0xff bytes
-// at block start: NaN in float and double, so a read of a word no thread
-// wrote shows in the results.
+// In every mode the dynamic shared memory and the emu_shared section are
+// filled with 0xff bytes at block start: NaN in float and double, so a read
+// of a word no thread wrote shows in the results. Static __shared__ variables
+// of templates (all of this project's) cannot be found to be filled; the race
+// mode reports a read of one before any thread of the block wrote it.
 #include <sys/mman.h>
 #include <ucontext.h>
 #include <unistd.h>
@@ -38,6 +40,7 @@
 #include <set>
 #include <string>
 #include <tuple>
+#include <unordered_map>
 #include <vector>
 
 #include "emu.h"
@@ -47,10 +50,16 @@
 #include <sanitizer/common_interface_defs.h>
 #endif
 
-// Bounds of the emu_shared section (static __shared__ variables), from the linker.
+// Bounds of the emu_shared section (static __shared__ variables of plain
+// functions), from the linker. GCC ignores the section attribute of a static
+// local in a template instantiation (it goes to a COMDAT .bss section), so
+// the race mode also tracks the whole writable data segment, __data_start to
+// _end, as static shared memory (see static_region).
 extern "C" {
 extern unsigned char __start_emu_shared[] __attribute__((weak));
 extern unsigned char __stop_emu_shared[] __attribute__((weak));
+extern unsigned char __data_start[] __attribute__((weak));
+extern unsigned char _end[] __attribute__((weak));
 }
 
 namespace emu {
@@ -181,7 +190,10 @@ struct Cell {
 struct Region {
   uintptr_t lo, hi;
   bool shared;
-  std::vector<Cell> shadow;
+  std::vector<Cell> shadow;                      // per byte, or
+  bool sparse = false;                           // the data segment: only the bytes touched
+  std::unordered_map<uintptr_t, Cell> touched;   // (by address)
+  Cell& cell(uintptr_t b) { return sparse ? touched[b] : shadow[b - lo]; }
 };
 std::vector<Region> regions;
 std::set<std::tuple<int, uintptr_t, uintptr_t>> reported;
@@ -207,7 +219,8 @@ std::string symbolize(uintptr_t pc) {
 }
 
 const char* kind_name(int kind) {
-  static const char* names[] = {"read-after-write", "write-after-read", "write-after-write", "cross-block"};
+  static const char* names[] = {"read-after-write", "write-after-read", "write-after-write", "cross-block",
+                                "uninitialised-read"};
   return names[kind];
 }
 
@@ -216,6 +229,13 @@ void hazard(int kind, const Region& r, uintptr_t addr, const Access& before, con
   if (!reported.insert(key).second) return;
   ++hazard_count;
   if (reported.size() > 50) return;
+  if (kind == 4) {
+    std::fprintf(stderr,
+                 "emu: race: uninitialised-read hazard on static shared memory (address %p): read by thread %d of "
+                 "block %ld at %s before any thread of the block wrote it\n",
+                 reinterpret_cast<void*>(addr), now.tid, (long)now.block, symbolize(now.pc).c_str());
+    return;
+  }
   std::fprintf(stderr,
                "emu: race: %s hazard on %s memory (byte %lu of a %lu-byte region):\n"
                "  earlier access by thread %d of block %ld at %s\n"
@@ -235,6 +255,16 @@ int conflict(const Access& before, const Access& now, int same_block_kind) {
   return same_block_kind;
 }
 
+// The emulator's own variables the kernels read (blockIdx and friends):
+// inside the data segment, but not the kernels' shared memory.
+bool emulator_variable(uintptr_t b) {
+  const auto in = [b](const void* v, std::size_t n) {
+    return b >= reinterpret_cast<uintptr_t>(v) && b < reinterpret_cast<uintptr_t>(v) + n;
+  };
+  return in(&g_thread, sizeof(g_thread)) || in(&g_block_idx, sizeof(dim3)) || in(&g_block_dim, sizeof(dim3)) ||
+         in(&g_grid_dim, sizeof(dim3)) || in(&g_dynamic_smem, sizeof(g_dynamic_smem));
+}
+
 void on_access(const void* p, std::size_t size, bool write, uintptr_t pc, bool atomic) {
   if (cur == nullptr) return;
   const uintptr_t a = reinterpret_cast<uintptr_t>(p);
@@ -242,7 +272,11 @@ void on_access(const void* p, std::size_t size, bool write, uintptr_t pc, bool a
     if (a + size <= r.lo || a >= r.hi) continue;
     const Access now{block_linear, cur->tid, block_epoch, cur->warp_epoch, pc, atomic};
     for (uintptr_t b = std::max(a, r.lo); b < std::min(a + size, r.hi); ++b) {
-      Cell& c = r.shadow[b - r.lo];
+      if (r.sparse && emulator_variable(b)) continue;
+      Cell& c = r.cell(b);
+      // Static shared memory is not filled with NaN (its variables are not
+      // all in one section): a read before any write of the block is reported.
+      if (r.sparse && !write && !c.write.valid()) hazard(4, r, b, c.write, now);
       int k;
       if (write) {
         if ((k = conflict(c.write, now, 2)) >= 0) hazard(k, r, b, c.write, now);
@@ -263,7 +297,28 @@ void on_access(const void* p, std::size_t size, bool write, uintptr_t pc, bool a
 void add_region(const void* p, std::size_t bytes, bool shared) {
   if (bytes == 0) return;
   const uintptr_t a = reinterpret_cast<uintptr_t>(p);
-  regions.push_back(Region{a, a + bytes, shared, std::vector<Cell>(bytes)});
+  Region r;
+  r.lo = a;
+  r.hi = a + bytes;
+  r.shared = shared;
+  r.shadow.resize(bytes);
+  regions.push_back(std::move(r));
+}
+
+// The static __shared__ variables: the writable data segment (plus the
+// emu_shared section wherever the linker put it), shadowed sparsely.
+void add_static_region() {
+  if (__data_start == nullptr || _end == nullptr) return;
+  Region r;
+  r.lo = reinterpret_cast<uintptr_t>(__data_start);
+  r.hi = reinterpret_cast<uintptr_t>(_end);
+  if (__start_emu_shared != nullptr) {
+    r.lo = std::min(r.lo, reinterpret_cast<uintptr_t>(__start_emu_shared));
+    r.hi = std::max(r.hi, reinterpret_cast<uintptr_t>(__stop_emu_shared));
+  }
+  r.shared = true;
+  r.sparse = true;
+  regions.push_back(std::move(r));
 }
 
 void drop_regions(bool shared) {
@@ -274,6 +329,7 @@ void drop_regions(bool shared) {
 }
 #else
 void add_region(const void*, std::size_t, bool) {}
+void add_static_region() {}
 void drop_regions(bool) {}
 #endif
 
@@ -508,7 +564,7 @@ void launch_impl(dim3 grid, dim3 block, std::size_t smem, const std::function<vo
   g_block_dim = block;
   g_body = &body;
 #ifdef EMU_RACE
-  for (Region& r : regions) std::fill(r.shadow.begin(), r.shadow.end(), Cell{});
+  for (Region& r : regions) std::fill(r.shadow.begin(), r.shadow.end(), Cell{});  // the globals
 #endif
   unsigned char* static_lo = __start_emu_shared;
   const std::size_t static_bytes = static_lo != nullptr ? std::size_t(__stop_emu_shared - static_lo) : 0;
@@ -523,7 +579,7 @@ void launch_impl(dim3 grid, dim3 block, std::size_t smem, const std::function<vo
         std::memset(g_dynamic_smem, 0xff, smem);
         if (static_bytes) std::memset(static_lo, 0xff, static_bytes);
         add_region(g_dynamic_smem, smem, true);
-        add_region(static_lo, static_bytes, true);
+        add_static_region();
         run_block(int(threads), block);
         drop_regions(true);
         std::free(g_dynamic_smem);
