@@ -363,8 +363,11 @@ def test_mean_roi_features(emu, run, shape, tmp_path):
 # so the squared-update sum equals the threshold: the kernel's too-close-to-
 # call branch (thread 0's serial float sum, broadcast through shared memory)
 # decides every stop.
+# 32 x 32 has three pyramid levels (32, 25, 20): a level built from a level
+# built in the same launch.
 TVL1_CASES = [((2, 16, 20), "opencv4", np.uint8, 5, False), ((1, 24, 24), "opencv5", np.float32, 3, False),
-              ((2, 20, 17), "opencv4.14", np.uint8, 0, False), ((2, 16, 16), "opencv5", np.uint8, 3, True)]
+              ((2, 20, 17), "opencv4.14", np.uint8, 0, False), ((1, 32, 32), "opencv4", np.float32, 5, False),
+              ((2, 16, 16), "opencv5", np.uint8, 3, True)]
 
 
 def _frames(shape, dtype, seed):
@@ -387,7 +390,7 @@ def test_tvl1_flow(emu, run, case, tmp_path):
     prev, nxt = _frames(shape, dtype, seed=shape[1])
     if still:
         nxt = prev.copy()
-    p = dict(tau=0.25, **{"lambda": 0.15}, theta=0.3, scales=2, warps=2, epsilon=0.0 if still else 0.01, inner=6,
+    p = dict(tau=0.25, **{"lambda": 0.15}, theta=0.3, scales=3, warps=2, epsilon=0.0 if still else 0.01, inner=6,
              outer=2, scale_step=0.8, median=median, remap=remap)
     out = run_emu(emu(run[0]), "tvl1_flow", dict(prev=prev, next=nxt), p, run[1], tmp_path)
     flow, counts = OPS.tvl1_flow(torch.from_numpy(prev), torch.from_numpy(nxt), p["tau"], p["lambda"], p["theta"],

@@ -319,8 +319,11 @@ meanspot_net_kernel(NetInputs<scalar_t> inputs, const scalar_t* __restrict__ p, 
         for (int j = threadIdx.x; j < hd.outputs; j += kThreads)
           row[j] = static_cast<scalar_t>(static_cast<acc>(row[j]) / sum);
       }
+      // No barrier before the next head or sample: their first writes (the
+      // head weights in act, the branch input in map, bw) go to regions last
+      // read before the Dense's barrier, and block_reduce releases its slots
+      // itself (the mutation check showed this barrier guarded nothing).
       out0 += hd.outputs;
-      __syncthreads();  // the scratch is reused by the next head or sample
     }
   }
 }
