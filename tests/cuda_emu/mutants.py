@@ -48,7 +48,8 @@ SHIFTS = [
     ("conv_block.cuh", "for (int pj = 0; pj < s.pool; ++pj) {\n        const int h = oh * s.pool + pi",
      "for (int pj = 1; pj < s.pool; ++pj) {\n        const int h = oh * s.pool + pi"),
     ("channel_pool.cuh", "s = lane < kWarps ? warp_sums[lane] : acc(0);", "s = lane <= kWarps ? warp_sums[lane] : acc(0);"),
-    ("channel_pool.cuh", "if (lane == 0) {\n      mean[pi]", "if (lane == 1) {\n      mean[pi]"),
+    ("channel_pool.cuh", "for (int64_t i = first; i < plane; i += step, at.next())",
+     "for (int64_t i = first; i < plane - 1; i += step, at.next())"),
     ("spatial_pool.cuh", "for (int c = 1; c < shape.channels; ++c)", "for (int c = 1; c < shape.channels - 1; ++c)"),
     ("cbam.cuh", "i < sample; i += kThreads, at.next()) x_tile[i]", "i < sample - 1; i += kThreads, at.next()) x_tile[i]"),
     ("blocks.cuh", "kh1 = min(kernel, height + pad - h);", "kh1 = min(kernel, height + pad - h + 1);"),
@@ -99,8 +100,8 @@ def copy_tree(dst: Path):
         shutil.copy(h, dst / "csrc" / h.name)
 
 
-def run_stage(tree: Path, build: Path, tests: str, stage: str) -> bool:
-    """True when the stage's tests fail on the mutant (the mutant is caught)."""
+def run_stage(tree: Path, build: Path, tests: str, stage: str):
+    """Why the stage's tests fail on the mutant (it is caught), or None when they pass."""
     # The copy's own tests and build script; the package (CPU ops) and tests/helpers.py from this checkout.
     env = dict(os.environ, MEANSPOT_EMU_ROOT=str(tree), MEANSPOT_EMU_BUILD_DIR=str(build),
                PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]))
@@ -109,7 +110,18 @@ def run_stage(tree: Path, build: Path, tests: str, stage: str) -> bool:
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tree)
     if r.returncode not in (0, 1):
         raise RuntimeError(f"pytest failed to run (exit {r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
-    return r.returncode == 1
+    if r.returncode == 0:
+        return None
+    text = r.stdout
+    if "emulator exit 4" in text:
+        return f"{stage}: race hazard"
+    if "emulator exit 3" in text:
+        return f"{stage}: synchronisation error"
+    if "AddressSanitizer" in text or "runtime error:" in text:
+        return f"{stage}: ASan/UBSan"
+    if "emulator exit" in text:
+        return f"{stage}: emulator crash"
+    return f"{stage}: wrong output"
 
 
 def main():
@@ -133,7 +145,8 @@ def main():
             original = path.read_text()
             path.write_text(mutate(original))
             try:
-                by = next((stage for stage, k in STAGES if run_stage(base, build, TESTS[header], k)), None)
+                by = next((why for why in (run_stage(base, build, TESTS[header], k) for _, k in STAGES) if why),
+                          None)
             finally:
                 path.write_text(original)
             rows.append((name, by))
@@ -146,6 +159,9 @@ def main():
              f"{time.time() - started:.0f} s", "",
              f"{caught} of {len(rows)} mutants caught; barrier deletions: "
              f"{sum(1 for _, by in barriers if by)} of {len(barriers)} caught.", "",
+             "Stages run in order until one fails: race (the race build: its hazard reports, then the "
+             "comparison with the CPU op), plain (forward, reverse, random schedules), memcheck (ASan + UBSan). "
+             "`by` names the first failing stage and why.", "",
              "| mutant | caught | by |", "|---|---|---|"]
     lines += [f"| {name.replace('|', '/')} | {'yes' if by else 'NO'} | {by or '-'} |" for name, by in rows]
     table = "\n".join(lines) + "\n"

@@ -84,6 +84,10 @@ inline int64_t workspace_floats(const Pyramid& py, int h, int w) {
 // unrolled: two pixels of the primal-dual passes at once do not fit in the 64
 // registers of a 1024-thread block (the memory parallelism comes from the 32
 // warps instead).
+// Invariant the barriers rely on: on one level every pass gives pixel i to
+// the same thread, so a pass that reads only its own pixel's values from the
+// previous pass needs no barrier after it; barriers separate a write from a
+// neighbour's read (stencils, the median, the resize) and the block-wide sums.
 template <typename F>
 __device__ __forceinline__ void for_pixels(int h, int w, F&& f) {
   const int n = h * w;
@@ -411,8 +415,9 @@ tvl1_flow_kernel(const In* __restrict__ prev, const In* __restrict__ next, int64
 
       for (int wi = 0; wi < p.warps; ++wi) {
         // warp_level (warp_level_legacy for the OpenCV 4 remaps).
+        // No barrier after it: the median copy and the primal pass read the
+        // warped planes and the flow at their own pixel only (see for_pixels).
         for_pixels(lh, lw, [&](int i, int y, int x) { warp_level_pixel(L, L.plane(kI0), L.plane(kI1), i, y, x, p.remap); });
-        __syncthreads();
         bool above = true;
         for (int outer = 0; above && outer < p.outer; ++outer) {
           if (p.median == 3 || p.median == 5) {  // median_filter of u1 and u2
@@ -430,7 +435,9 @@ tvl1_flow_kernel(const In* __restrict__ prev, const In* __restrict__ next, int64
               for_pixels(lh, lw, [&](int i, int y, int x) { L.u1()[i] = median_pixel<5>(L.plane(kMed1), lh, lw, y, x); });
               for_pixels(lh, lw, [&](int i, int y, int x) { L.u2()[i] = median_pixel<5>(L.plane(kMed2), lh, lw, y, x); });
             }
-            __syncthreads();
+            // No barrier: the primal pass reads the filtered flow at its own
+            // pixel only; the dual pass, which reads neighbours, comes after
+            // the primal pass's barrier.
           }
           for (int inner = 0; above && inner < p.inner; ++inner) {
             // primal_row, then dual_row, over the whole level.
@@ -502,7 +509,9 @@ tvl1_flow_kernel(const In* __restrict__ prev, const In* __restrict__ next, int64
       counts[2 * pair] = iterations;
       counts[2 * pair + 1] = pixel_iterations;
     }
-    __syncthreads();  // the workspace is reused by the block's next pair
+    // No barrier before the next pair: it first writes I0 and I1 of level 0
+    // at the pixels each thread just copied out, then synchronises; the
+    // counters are thread 0's own.
   }
 }
 
