@@ -33,10 +33,11 @@ class NoCompiler(RuntimeError):
 
 
 def compiler() -> str:
-    cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
-    if not cxx:
-        raise NoCompiler("no C++ compiler found (set CXX or install g++)")
-    return cxx
+    """The C++ compiler: $CXX, else g++, c++ or clang++ on PATH; NoCompiler when there is none."""
+    for cxx in ([os.environ["CXX"]] if os.environ.get("CXX") else ["g++", "c++", "clang++"]):
+        if shutil.which(cxx):
+            return shutil.which(cxx)
+    raise NoCompiler("no C++ compiler found for the CUDA emulator (set CXX or install g++)")
 
 
 def _sources(root: Path):

@@ -323,6 +323,17 @@ def test_meanspot_net(emu, run, case, tmp_path):
     close(out["out"], OPS.meanspot_net(u, v, os, packed, config), TOL_NET[dtype])
 
 
+@pytest.mark.parametrize("run", [("race", "random:3"), ("plain", "reverse")], ids=["race", "plain"])
+def test_meanspot_net_many_classes(emu, run, tmp_path):
+    """More classes than threads in a warp times the warps: every warp's slot of the softmax's block reductions counts."""
+    model = random_model("none", ("recog",), seed=7, recog_classes=300)
+    packed, config = pack_network(model, torch.float64)
+    u, v, os = random_inputs(2, seed=7)
+    out = run_emu(emu(run[0]), "meanspot_net", dict(u=u, v=v, os=os, params=packed, config=np.array(config)), {},
+                  run[1], tmp_path)
+    close(out["out"], OPS.meanspot_net(u, v, os, packed, config), TOL_NET[torch.float64])
+
+
 def test_meanspot_net_largest_spatial_kernel(emu, tmp_path):
     """K = 41, the largest spatial kernel the op accepts (plain build only: 6M taps per block)."""
     model = random_model("all", ("spot",), spatial_kernel=41, seed=41)
@@ -398,3 +409,23 @@ def test_tvl1_flow(emu, run, case, tmp_path):
                                  p["median"], remap)
     np.testing.assert_array_equal(out["counts"], counts.numpy())  # the same early stops
     np.testing.assert_array_equal(out["flow"].view(np.uint32), flow.numpy().view(np.uint32))  # bit for bit
+
+
+@pytest.mark.parametrize("run", [("race", "random:3"), ("plain", "reverse")], ids=["race", "plain"])
+def test_tvl1_flow_stop_rule(emu, run, tmp_path):
+    """The early stop decided by the last warp's pixels: 16 x 64 frames (one pixel per thread) moving only in
+    the right half of the last two rows, the rows of warps 28 to 31; epsilon 0.02 stops it after 17 iterations."""
+    rng = np.random.default_rng(0)
+    prev = np.full((1, 16, 64), 100, np.uint8)
+    nxt = prev.copy()
+    texture = rng.integers(0, 255, (2, 32)).astype(np.uint8)
+    prev[0, 14:16, 32:64] = texture
+    nxt[0, 14:16, 33:64] = texture[:, :31]
+    p = dict(tau=0.25, **{"lambda": 0.15}, theta=0.3, scales=1, warps=1, epsilon=0.02, inner=30, outer=1,
+             scale_step=0.8, median=0, remap="opencv4")
+    out = run_emu(emu(run[0]), "tvl1_flow", dict(prev=prev, next=nxt), p, run[1], tmp_path)
+    flow, counts = OPS.tvl1_flow(torch.from_numpy(prev), torch.from_numpy(nxt), *[p[k] for k in (
+        "tau", "lambda", "theta", "scales", "warps", "epsilon", "inner", "outer", "scale_step", "median")], "opencv4")
+    assert 1 < counts[0, 0] < 30  # the rule stops it, not the iteration cap
+    np.testing.assert_array_equal(out["counts"], counts.numpy())
+    np.testing.assert_array_equal(out["flow"].view(np.uint32), flow.numpy().view(np.uint32))
