@@ -9,7 +9,7 @@ STAMP := .build-stamp
 SOURCES := $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh') setup.py pyproject.toml
 PYTEST_ARGS ?=
 
-.PHONY: deps build test test-stress bench bench-avx2 bench-deps cuda-check arm64-check clean
+.PHONY: deps build test test-stress emu-test emu-mutants bench bench-avx2 bench-deps cuda-check arm64-check clean
 
 deps:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install "$(TORCH_SPEC)" || $(PIP) install "torch>=2.4"
@@ -44,6 +44,17 @@ test: build
 
 test-stress: build
 	$(PYTHON) -m pytest -q -m stress $(PYTEST_ARGS)
+
+# The CUDA kernels run on the CPU by the SIMT emulator (tests/cuda_emu, see
+# its README), held to the CPU ops under three schedules, race and memcheck
+# modes. Part of `make test` (tests/cuda_emu is in the suite); this runs it alone.
+emu-test: build
+	$(PYTHON) -m pytest -q tests/cuda_emu $(PYTEST_ARGS)
+
+# Proof the emulator tests catch bugs: every __syncthreads deleted in turn and
+# a few loop bounds shifted by one; prints the table of mutants caught.
+emu-mutants: build
+	$(PYTHON) tests/cuda_emu/mutants.py
 
 bench-deps:
 	@$(PYTHON) -c "import onnx, onnxruntime, onnxscript" 2>/dev/null || $(PIP) install onnx onnxscript onnxruntime \
