@@ -21,11 +21,29 @@ at::Tensor mean_roi_features_cuda(const at::Tensor& flow, const at::Tensor& boxe
   TORCH_CHECK(flow.is_cuda(), "meanspot_fused.mean_roi_features: flow must be a CUDA tensor here, got ",
               flow.device());
   c10::cuda::CUDAGuard device_guard(flow.device());
-  const at::Tensor boxes = boxes_in.contiguous();
   const int64_t n = flow.size(0);
   at::Tensor out = at::empty({n, features::kChannels, features::kOutSize, features::kOutSize}, flow.options());
   if (n == 0) return out;
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  // The boxes are checked on the host, with the CPU op's message, before the launch (the contract of both
+  // devices; see ../ops/mean_roi_features.cpp).
+  at::Tensor boxes;
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  C10_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
+  if (boxes_in.is_cpu()) {
+    const at::Tensor host = boxes_in.contiguous();
+    check_mean_roi_boxes(host.const_data_ptr<int64_t>(), n, flow.size(2), flow.size(3));
+    // From pinned memory the copy is queued on the stream and returns at once: no device synchronisation.
+    // The caching host allocator keeps the pinned block until the copy has run.
+    boxes = host.pin_memory().to(flow.device(), /*non_blocking=*/true);
+  } else if (capture == cudaStreamCaptureStatusNone) {
+    const at::Tensor host = boxes_in.to(at::kCPU);  // one synchronisation: pass CPU boxes to avoid it
+    check_mean_roi_boxes(host.contiguous().const_data_ptr<int64_t>(), n, flow.size(2), flow.size(3));
+    boxes = boxes_in.contiguous();
+  } else {
+    // Capturing a CUDA graph: no read back is allowed; the kernel writes NaN for a pair with a bad box.
+    boxes = boxes_in.contiguous();
+  }
   namespace k = gpu::mean_roi_features;
   k::mean_roi_features_kernel<<<k::grid(n, gpu::limits(flow.get_device())), k::kThreads, 0, stream>>>(
       flow.const_data_ptr<float>(), n, flow.stride(0), flow.stride(1), flow.stride(2), flow.stride(3),

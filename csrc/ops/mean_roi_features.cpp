@@ -4,15 +4,20 @@
 // after the TV-L1 flow, in one read of the flow and one write of the output.
 //   flow:     (N, 2, H, W) float32, channel 0 the x and channel 1 the y
 //             displacement; any strides.
-//   boxes:    (N, 2, 4) int64 on flow's device, per pair the eyes then the
-//             mouth ROI as [top, bottom, left, right) in pixels of the map
-//             (see meanspot_fused.features.mean.mean_rois).
+//   boxes:    (N, 2, 4) int64 on the CPU or on flow's device, per pair the
+//             eyes then the mouth ROI as [top, bottom, left, right) in pixels
+//             of the map (see meanspot_fused.features.mean.mean_rois).
 //   features: (N, 3, 42, 42) float32, channels (u, v, os) min-max normalised
 //             over the whole map; rows 0-20 the eyes ROI, 21-41 the mouth ROI,
 //             each resized to 21 x 42 as cv2.resize INTER_LINEAR does.
-// The math is csrc/features_math.h. The CPU kernel rejects a box outside the
-// map or empty; the CUDA kernel cannot raise without a device sync, so it
-// writes NaN to every feature of a pair with such a box.
+// The math is csrc/features_math.h. A box outside the map or empty is an
+// error naming it (check_mean_roi_boxes) on both devices, checked on the host
+// before any work: for a CUDA flow, CPU boxes are checked and then copied
+// from pinned memory without waiting for the device (what the feature stage
+// passes: no synchronisation per batch); boxes on the device are read back
+// first (one synchronisation), except while a CUDA graph is being captured,
+// when no read back is allowed and the kernel writes NaN to every feature of
+// a pair with such a box instead.
 #include "mean_roi_features.h"
 
 #include <c10/util/Exception.h>
@@ -39,8 +44,10 @@ void check_mean_roi_features_args(const at::Tensor& flow, const at::Tensor& boxe
                   boxes.size(2) == features::kBoxFields,
               op, ": boxes must have shape (N, 2, 4) with N = ", flow.size(0), " (flow's batch), got ", boxes.sizes());
   TORCH_CHECK(boxes.scalar_type() == at::kLong, op, ": boxes must be int64, got ", boxes.scalar_type());
-  TORCH_CHECK(boxes.device() == flow.device(), op, ": boxes must be on flow's device (", flow.device(), "), got ",
-              boxes.device());
+  // CPU boxes are checked on the host without touching the device (the CUDA op copies them without waiting);
+  // boxes on flow's device cost the CUDA op one read back (mean_roi_features_cuda.cu).
+  TORCH_CHECK(boxes.device() == flow.device() || boxes.is_cpu(), op, ": boxes must be on flow's device (",
+              flow.device(), ") or on the CPU, got ", boxes.device());
 }
 
 void check_mean_roi_boxes(const int64_t* boxes, int64_t n, int64_t height, int64_t width) {

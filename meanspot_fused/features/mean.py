@@ -192,12 +192,16 @@ def mean_features(prev, next, landmarks, **tvl1_params) -> torch.Tensor:
         raise ValueError(f"prev and next must have the same shape and dtype, got {tuple(a.shape)} {a.dtype} and "
                          f"{tuple(b.shape)} {b.dtype}")
     boxes = _pair_boxes(landmarks, a.shape[0], a.shape[1], a.shape[2])
-    return _pair_features(a, b, boxes.to(a.device), tvl1_params)
+    return _pair_features(a, b, boxes, tvl1_params)
 
 
 def _pair_boxes(landmarks, pairs: int, height: int, width: int) -> torch.Tensor:
-    """Boxes of `pairs` pairs from one landmark set or one per pair: (1 or pairs, 2, 4) int64."""
-    boxes = mean_rois(landmarks, height, width)
+    """Boxes of `pairs` pairs from one landmark set or one per pair: (1 or pairs, 2, 4) int64 on the CPU.
+
+    On the CPU whatever the frames' device: mean_roi_features checks CPU boxes on the host and copies them
+    without waiting for the GPU, so a batch costs no synchronisation.
+    """
+    boxes = mean_rois(landmarks, height, width).cpu()
     if boxes.shape[0] not in (1, pairs):
         raise ValueError(f"landmarks must be one (68, 2) set or one per pair ({pairs}, 68, 2), "
                          f"got {boxes.shape[0]} sets")
@@ -205,7 +209,7 @@ def _pair_boxes(landmarks, pairs: int, height: int, width: int) -> torch.Tensor:
 
 
 def _pair_features(a: torch.Tensor, b: torch.Tensor, boxes: torch.Tensor, tvl1_params: dict) -> torch.Tensor:
-    """Flow then the fused op for checked frames a, b (N, H, W) and boxes (1 or N, 2, 4) on their device."""
+    """Flow then the fused op for checked frames a, b (N, H, W) and CPU boxes (1 or N, 2, 4)."""
     from .flow import tvl1_flow
 
     if a.shape[0] == 0:
@@ -237,7 +241,7 @@ def video_features(frames, k: int, landmarks, batch_size: int = 256, progress: b
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
     k = int(k)
     pairs = n_frames - k
-    boxes = _pair_boxes(landmarks, pairs, t.shape[1], t.shape[2]).to(t.device)
+    boxes = _pair_boxes(landmarks, pairs, t.shape[1], t.shape[2])
     out = torch.empty((pairs, 3, OUT_SIZE, OUT_SIZE), device=t.device)
     starts = range(0, pairs, int(batch_size))
     if progress:

@@ -24,7 +24,7 @@ OUT_SIZE = 42
 def check_boxes(boxes: torch.Tensor, height: int, width: int, name: str = "boxes") -> None:
     """Raise ``ValueError`` unless every box [top, bottom, left, right) is non-empty and inside H x W.
 
-    Reads the values, so on CUDA it synchronises with the device.
+    Reads the values: free for CPU boxes, a synchronisation for boxes on a GPU.
     """
     top, bottom, left, right = boxes.unbind(-1)
     bad = (top < 0) | (bottom <= top) | (bottom > height) | (left < 0) | (right <= left) | (right > width)
@@ -39,12 +39,18 @@ def mean_roi_features(flow: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
     """MEAN's features of each pair from its flow and ROI boxes, in one op.
 
     flow: (N, 2, H, W) float32 (x then y displacement; any strides).
-    boxes: (N, 2, 4) int64 on flow's device: per pair the eyes and the mouth
-    box as [top, bottom, left, right) (see :func:`meanspot_fused.features.mean.mean_rois`).
-    Returns (N, 3, 42, 42) float32 on flow's device: channels (u, v, os) of
-    MEAN's ``preProcess`` after its TV-L1 step, rows 0-20 the eyes, 21-41 the
-    mouth. Box values are checked here (outside ``torch.compile`` tracing);
-    called directly, the CUDA kernel writes NaN for a pair with a bad box.
+    boxes: (N, 2, 4) int64 on the CPU or on flow's device: per pair the eyes
+    and the mouth box as [top, bottom, left, right) (see
+    :func:`meanspot_fused.features.mean.mean_rois`). Returns (N, 3, 42, 42)
+    float32 on flow's device: channels (u, v, os) of MEAN's ``preProcess``
+    after its TV-L1 step, rows 0-20 the eyes, 21-41 the mouth.
+
+    A bad box is an error naming it on both devices. CPU boxes are checked
+    without touching the device, also for a CUDA flow (the op copies them
+    without waiting): pass CPU boxes, as the feature stage does, to avoid a
+    synchronisation per batch. Boxes on the GPU are read back to be checked
+    (one synchronisation), except while a CUDA graph is captured, when the
+    kernel writes NaN for a pair with a bad box instead.
     """
     if not isinstance(flow, torch.Tensor):
         raise InputTypeError(f"flow must be a torch.Tensor of shape (N, 2, H, W), got {type(flow).__name__}")
@@ -59,9 +65,10 @@ def mean_roi_features(flow: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
                          f"got {tuple(boxes.shape)}")
     if boxes.dtype != torch.int64:
         raise InputTypeError(f"boxes must be int64, got {boxes.dtype}")
-    if boxes.device != flow.device:
-        raise InputError(f"boxes must be on flow's device ({flow.device}), got {boxes.device}")
-    if not torch.compiler.is_compiling() and boxes.numel():
+    if boxes.device != flow.device and boxes.device.type != "cpu":
+        raise InputError(f"boxes must be on flow's device ({flow.device}) or on the CPU, got {boxes.device}")
+    capturing = boxes.is_cuda and torch.cuda.is_current_stream_capturing()
+    if not torch.compiler.is_compiling() and not capturing and boxes.numel():
         check_boxes(boxes, flow.shape[2], flow.shape[3])
     return torch.ops.meanspot_fused.mean_roi_features(flow, boxes)
 

@@ -398,11 +398,26 @@ def test_cuda_matches_cpu(cv_flows):
 
 
 @cuda
-def test_cuda_bad_box_gives_nan_and_device_mismatch_raises():
+def test_cuda_bad_box_raises_as_on_cpu_and_only_graph_capture_writes_nan():
     boxes = GOOD_BOXES.clone()
     boxes[1, 0, 1] = 500
-    out = raw_op(GOOD_FLOW.cuda(), boxes.cuda())
+    message = r"boxes\[1, 0\] \(eyes\).*0 <= top < bottom <= 128"
+    with pytest.raises(RuntimeError, match=message):
+        raw_op(GOOD_FLOW, boxes)  # the CPU op
+    for where in (boxes, boxes.cuda()):  # CPU boxes (no synchronisation) and device boxes (one read back)
+        with pytest.raises(RuntimeError, match=message):
+            raw_op(GOOD_FLOW.cuda(), where)
+    good = raw_op(GOOD_FLOW.cuda(), GOOD_BOXES)  # CPU boxes with a CUDA flow: the same as device boxes
+    assert torch.equal(good, raw_op(GOOD_FLOW.cuda(), GOOD_BOXES.cuda()))
+    flow, device_boxes = GOOD_FLOW.cuda(), boxes.cuda()
+    graph = torch.cuda.CUDAGraph()
+    raw_op(flow, GOOD_BOXES.cuda())  # warm-up outside the capture
+    with torch.cuda.graph(graph):
+        out = raw_op(flow, device_boxes)
+    graph.replay()
     assert not torch.isnan(out[0]).any() and torch.isnan(out[1]).all()
-    with pytest.raises(RuntimeError, match="boxes must be on flow's device"):
-        raw_op(GOOD_FLOW.cuda(), GOOD_BOXES)
+    if torch.cuda.device_count() > 1:
+        with pytest.raises(RuntimeError, match="boxes must be on flow's device"):
+            raw_op(GOOD_FLOW.cuda(0), GOOD_BOXES.cuda(1))
     torch.library.opcheck(raw_op, (GOOD_FLOW.cuda(), GOOD_BOXES.cuda()))
+    torch.library.opcheck(raw_op, (GOOD_FLOW.cuda(), GOOD_BOXES))
