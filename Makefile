@@ -70,6 +70,8 @@ bench: build bench-deps
 	$(PYTHON) benchmarks/bench_remap.py
 	$(PYTHON) benchmarks/bench_corpus.py
 	$(PYTHON) benchmarks/bench_pipeline.py
+	$(PYTHON) benchmarks/bench_train.py
+	$(PYTHON) benchmarks/bench_train_loso.py
 
 bench-avx2:
 	MEANSPOT_CPU_CAPABILITY=avx2 $(MAKE) --no-print-directory bench

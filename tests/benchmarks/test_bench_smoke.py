@@ -70,3 +70,20 @@ def test_bench_quick_runs_and_records_correct_fused_numbers(tmp_path):
     assert any(r["impl"] == "eager" for r in results)
     assert any(s["vs"] == "eager" for s in report["speedups"])
     assert "| batch |" in proc.stdout
+
+
+def test_training_benchmarks_run_and_record(tmp_path):
+    """bench_train.py and bench_train_loso.py on tiny sizes: they run and write their records."""
+    for script, args, prefix in (
+            ("bench_train.py", ["--samples", "64", "--epochs", "1", "--repeats", "1", "--cbam", "none"], "train_cpu_"),
+            ("bench_train_loso.py", ["--subjects", "3", "--videos", "3", "--mes", "4", "--frames", "200",
+                                     "--folds", "1"], "train_loso_cpu_")):
+        proc = subprocess.run([sys.executable, str(BENCH.parent / script), *args, "--out", str(tmp_path)], cwd=ROOT,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, f"{script} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        records = list(tmp_path.glob(f"{prefix}*.json"))
+        assert len(records) == 1, records
+        report = json.loads(records[0].read_text())
+        assert report["machine"] and report["command"]
+    loso = json.loads(next(tmp_path.glob("train_loso_cpu_*.json")).read_text())
+    assert len(loso["folds"]) == 1 and loso["loso_minutes"] > 0
