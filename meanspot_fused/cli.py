@@ -268,6 +268,7 @@ def _features_of_frames(args: argparse.Namespace, k: int) -> int:
     from .features import video_features
     from .io.atomic import replace_atomically
     from .io.frames import FramesError, load_landmarks
+    from .io.spot_outputs import write_features_npz
     if not args.output.endswith(".npz"):
         return fail(f"--output must name a .npz file, got {args.output!r}")
     if args.batch_size < 1:
@@ -290,12 +291,9 @@ def _features_of_frames(args: argparse.Namespace, k: int) -> int:
         return fail(str(e))
     seconds = time.perf_counter() - start
 
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as f:
-            np.savez(f, u=feats[:, 0:1], v=feats[:, 1:2], os=feats[:, 2:3], k=np.int64(k),
-                     frames=np.int64(len(frames)), remap=np.array(args.remap), landmarks=landmarks)
     try:
-        replace_atomically(args.output, write)
+        replace_atomically(args.output, lambda tmp: write_features_npz(tmp, feats, k, len(frames), args.remap,
+                                                                       landmarks))
     except OSError as e:
         return fail(f"cannot write --output {args.output!r}: {e}")
     if not args.quiet:

@@ -91,7 +91,10 @@ def _write_files(folder: str, name: str, result: VideoResult, settings: SpotSett
 
     t0 = time.perf_counter()
     if result.features is not None:
-        write_features_npz(os.path.join(folder, FEATURES_FILE), result.features, settings, result.info)
+        info = result.info
+        write_features_npz(os.path.join(folder, FEATURES_FILE), result.features, settings.k, info["frames"],
+                           settings.remap, info["landmark_points"],
+                           info["frame_pairs"] if info["pair_features"] is not None else None, info["pair_features"])
     if result.scores is not None:
         np.save(os.path.join(folder, "scores.npy"), result.scores)
         if result.recog is not None:
@@ -112,25 +115,27 @@ def _write_files(folder: str, name: str, result: VideoResult, settings: SpotSett
 FEATURES_FILE = "features.npz"
 
 
-def write_features_npz(path: str, features: np.ndarray, settings: SpotSettings, info: Dict[str, Any]) -> None:
-    """A video's feature maps as ``meanspot-fused features`` writes them, with what made them.
+def write_features_npz(path: str, features: np.ndarray, k: int, frames: int, remap: str, landmarks,
+                       pairs: Optional[np.ndarray] = None, pair_features: Optional[np.ndarray] = None) -> None:
+    """A video's feature maps as ``meanspot-fused features`` writes them (every mode), with what made them.
 
-    Keys: ``u``, ``v``, ``os`` (P, 1, 42, 42) float32, sample i being the
-    pair (i, i + k) (:func:`meanspot_fused.io.feature_files.open_features`
-    reads them); ``k``, ``frames`` (int), ``remap`` (str), ``landmarks``
-    (68, 2) int64 of the first crop; with ``settings.pairs`` for this video,
-    ``pairs`` (M, 2) int64 frame pairs (first, second) and ``pair_u``,
-    ``pair_v``, ``pair_os`` (M, 1, 42, 42) their features. Written inside the
-    video's temporary folder, so it is complete when the folder appears.
+    Keys: ``u``, ``v``, ``os`` (P, 1, 42, 42) float32 from ``features`` (P, 3,
+    42, 42), sample i being the pair (i, i + k)
+    (:func:`meanspot_fused.io.feature_files.open_features` reads them);
+    ``k``, ``frames`` (int), ``remap`` (str), ``landmarks`` (68, 2) int64 of
+    the first crop; with ``pairs``, the (M, 2) int64 frame pairs (first,
+    second) and ``pair_u``, ``pair_v``, ``pair_os`` (M, 1, 42, 42) from their
+    ``pair_features``. Written straight to ``path``: callers write into a
+    temporary folder or file that appears complete.
     """
     extra = {}
-    if info.get("pair_features") is not None:
-        pf = info["pair_features"]
-        extra = dict(pairs=info["frame_pairs"], pair_u=pf[:, 0:1], pair_v=pf[:, 1:2], pair_os=pf[:, 2:3])
+    if pairs is not None:
+        extra = dict(pairs=np.asarray(pairs, dtype=np.int64), pair_u=pair_features[:, 0:1],
+                     pair_v=pair_features[:, 1:2], pair_os=pair_features[:, 2:3])
     with open(path, "wb") as f:
-        np.savez(f, u=features[:, 0:1], v=features[:, 1:2], os=features[:, 2:3], k=np.int64(settings.k),
-                 frames=np.int64(info["frames"]), remap=np.array(settings.remap),
-                 landmarks=np.asarray(info["landmark_points"], dtype=np.int64), **extra)
+        np.savez(f, u=features[:, 0:1], v=features[:, 1:2], os=features[:, 2:3], k=np.int64(k),
+                 frames=np.int64(frames), remap=np.array(remap), landmarks=np.asarray(landmarks, dtype=np.int64),
+                 **extra)
 
 
 def write_video_folder(out_dir: str, name: str, result: VideoResult, settings: SpotSettings, summary: dict,

@@ -179,7 +179,7 @@ def recognition_pairs(annotations, dataset: str, subject: Optional[str] = None) 
 
 def _read_maps(path: str) -> Tuple[np.ndarray, Optional[np.ndarray], Optional[np.ndarray]]:
     """(maps (P, 3, 42, 42) float32, frame pairs (M, 2) or None, their maps (M, 3, 42, 42) or None) of a
-    feature file whose header :func:`_read_header` checked."""
+    feature file whose header :func:`_read_frames` checked."""
     try:
         with np.load(path, allow_pickle=False) as z:
             maps = np.concatenate([z[n].reshape(-1, 1, INPUT_SIZE, INPUT_SIZE) for n in ("u", "v", "os")], axis=1)
@@ -248,18 +248,17 @@ def load_corpus(annotations, features_dir, settings: TrainSettings, cache_dir: s
                          f"<subject>/<video>/{_FEATURES}, <video>/{_FEATURES}, <subject>/<video>.npz, <video>.npz; "
                          f"make them with `meanspot-fused features VIDEOS --out {features_dir} --annotations ...`)")
     # The frame counts, so that MEAN's rules check every interval against its video.
-    headers = {key: _read_header(path, k) for key, path in files.items()}
-    gt = apply_mean_rules(settings.dataset, rows, {key: h[0] for key, h in headers.items()},
-                          emotion_pairing=pairing)
-    counts = {key: h[0] - k for key, h in headers.items()}
+    frames = {key: _read_frames(path, k) for key, path in files.items()}
+    gt = apply_mean_rules(settings.dataset, rows, frames, emotion_pairing=pairing)
+    counts = {key: n - k for key, n in frames.items()}
     samples = spot_samples(gt, counts, k_p=1)  # labels are made per fold (k_p); starts and groups are fixed
     recog = recognition_samples(gt) if settings.recognition else []
     maps, recog_maps = _gather(gt, files, samples, recog, k, cache_dir, log)
     return Corpus(gt, k, files, samples, maps, recog, recog_maps)
 
 
-def _read_header(path: str, k: int) -> Tuple[int]:
-    """(frames,) of a feature file, from its arrays' headers (nothing else is read)."""
+def _read_frames(path: str, k: int) -> int:
+    """The frames of a feature file's video, from its arrays' headers and k (no map is read)."""
     from ..io.feature_files import open_features
     from ..io.errors import PredictError
     try:
@@ -274,7 +273,7 @@ def _read_header(path: str, k: int) -> Tuple[int]:
         if "k" in z.files and int(z["k"]) != k:
             raise FileError(f"features file {path!r} holds pairs at distance k={int(z['k'])}, the run uses k={k} "
                             f"(--k, or the dataset's)")
-    return (n + k,)
+    return n + k
 
 
 def _gather(gt: GroundTruth, files: Dict[str, str], samples, recog, k: int, cache_dir: str,
@@ -460,16 +459,18 @@ def _read_fold_scores(folder: str, run: _Run, fold) -> Tuple[Dict[str, np.ndarra
     return scores, probs
 
 
-def _summary(run: _Run, settings: TrainSettings, done: List[int], seconds: float) -> Tuple[Dict, str]:
-    d = run.evaluation.to_dict()
+def _write_summary(out: str, run: _Run, settings: TrainSettings, done: List[int], seconds: float) -> Dict:
+    """summary.json and summary.md of the folds done so far (rewritten after each fold); returns the JSON."""
     d = {"settings": settings.to_json(), "folds_done": [run.subjects[f] for f in done],
          "folds_selected": [f.subject for f in run.selected], "complete": len(done) == len(run.selected),
-         "seconds": seconds, "results": d}
+         "seconds": seconds, "results": run.evaluation.to_dict()}
     md = [f"# Training run: {settings.dataset}, CBAM {settings.cbam}", "",
           f"Folds done: {len(done)} of {len(run.selected)} selected ({len(run.subjects)} subjects). "
           f"Fixes of MEAN's bugs: {', '.join(settings.fixes) or 'none (MEAN reproduced)'}. "
           f"Settings: `{json.dumps(settings.to_json(), sort_keys=True)}`", "", run.evaluation.to_markdown()]
-    return d, "\n".join(md) + "\n"
+    replace_atomically(os.path.join(out, "summary.json"), lambda tmp: _write_json(tmp, d))
+    replace_atomically(os.path.join(out, "summary.md"), lambda tmp: _write_text(tmp, "\n".join(md) + "\n"))
+    return d
 
 
 def train_run(annotations, features_dir, out, settings: TrainSettings, *, resume: bool = False,
@@ -550,12 +551,8 @@ def train_run(annotations, features_dir, out, settings: TrainSettings, *, resume
         done.append(fold.fold)
         trained += 1
         log(f"fold {fold.fold} ({fold.subject}): TP {result.tp} FP {result.fp} FN {result.fn} ({seconds:.1f} s)")
-        summary, md = _summary(run, settings, done, time.perf_counter() - t0)
-        replace_atomically(os.path.join(out, "summary.json"), lambda tmp: _write_json(tmp, summary))
-        replace_atomically(os.path.join(out, "summary.md"), lambda tmp: _write_text(tmp, md))
-    summary, md = _summary(run, settings, done, time.perf_counter() - t0)
-    replace_atomically(os.path.join(out, "summary.json"), lambda tmp: _write_json(tmp, summary))
-    replace_atomically(os.path.join(out, "summary.md"), lambda tmp: _write_text(tmp, md))
+        _write_summary(out, run, settings, done, time.perf_counter() - t0)
+    summary = _write_summary(out, run, settings, done, time.perf_counter() - t0)
     if summary["complete"]:
         shutil.rmtree(os.path.join(out, ".cache"), ignore_errors=True)
     return summary
