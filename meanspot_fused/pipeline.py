@@ -151,8 +151,10 @@ class VideoResult:
     apex; emotions: one class per interval for spot_recog models (names when
     ``classes`` were given, else indices), or None. recog: (T - k, C) per-pair
     recognition output, or None. info: frames, pairs, face box, landmarks
-    source and seconds per stage. features: (T - k, 3, 42, 42) float32 maps
-    (u, v, os) of each pair when ``save_features``, else None.
+    source, its points and seconds per stage. features: (T - k, 3, 42, 42)
+    float32 maps (u, v, os) of each pair when ``save_features``, else None;
+    frame_pairs (M, 2) and pair_features (M, 3, 42, 42): the video's
+    ``settings.pairs`` and their maps, or None when it has none.
     """
     scores: np.ndarray
     smoothed: np.ndarray
@@ -163,6 +165,8 @@ class VideoResult:
     recog: Optional[np.ndarray]
     info: Dict[str, Any]
     features: Optional[np.ndarray] = None
+    frame_pairs: Optional[np.ndarray] = None
+    pair_features: Optional[np.ndarray] = None
 
 
 def load_spot_model(path, fuse: bool = True, device: str = "cpu"
@@ -359,11 +363,11 @@ class _Video:
         t0 = time.perf_counter()
         feats = np.concatenate(self.features) if self.features else None
         info = {"frames": self.frames, "pairs": self.frames - int(settings.k), "crop": self.crop_mode,
-                "landmarks": self.landmarks_source, "landmark_points": self.landmarks.tolist(), "seconds": self.seconds,
-                "frame_pairs": self.frame_pairs, "pair_features": self.pair_features}
+                "landmarks": self.landmarks_source, "landmark_points": self.landmarks.tolist(), "seconds": self.seconds}
+        pairs = (self.frame_pairs, self.pair_features) if self.pair_features is not None else (None, None)
         if "spot" not in self.scores:  # a features-only run
             none = np.zeros((0, 3), np.int64)
-            return VideoResult(None, None, None, none, np.zeros(0), None, None, info, feats)
+            return VideoResult(None, None, None, none, np.zeros(0), None, None, info, feats, *pairs)
         spot = np.concatenate(self.scores["spot"])[:, 0]
         recog = np.concatenate(self.scores["recog"]) if "recog" in self.scores else None
         # One smoothing for the intervals, their apex scores and the plot.
@@ -375,7 +379,7 @@ class _Video:
             names = settings.classes  # checked against the model by _check_classes
             emotions = [names[c] if names is not None else int(c) for c in recognise(recog, intervals, settings.k_p)]
         self.seconds["spotting"] += time.perf_counter() - t0
-        return VideoResult(spot, smoothed, threshold, intervals, apex_scores, emotions, recog, info, feats)
+        return VideoResult(spot, smoothed, threshold, intervals, apex_scores, emotions, recog, info, feats, *pairs)
 
 
 class _Batcher:

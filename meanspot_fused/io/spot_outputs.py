@@ -91,10 +91,8 @@ def _write_files(folder: str, name: str, result: VideoResult, settings: SpotSett
 
     t0 = time.perf_counter()
     if result.features is not None:
-        info = result.info
-        write_features_npz(os.path.join(folder, FEATURES_FILE), result.features, settings.k, info["frames"],
-                           settings.remap, info["landmark_points"],
-                           info["frame_pairs"] if info["pair_features"] is not None else None, info["pair_features"])
+        write_features_npz(os.path.join(folder, FEATURES_FILE), result.features, settings.k, result.info["frames"],
+                           settings.remap, result.info["landmark_points"], result.frame_pairs, result.pair_features)
     if result.scores is not None:
         np.save(os.path.join(folder, "scores.npy"), result.scores)
         if result.recog is not None:
